@@ -1,0 +1,37 @@
+"""The token endpoint for non-browser clients."""
+
+from __future__ import annotations
+
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import extend_schema
+from rest_framework.authtoken.models import Token
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+
+from sync.apiview import SyncAPIView
+from sync.exceptions import InvalidCredentials
+from sync.serializers import TokenRequest, TokenResponse
+from sync.validation import check_fields
+
+TOKEN_FIELDS = frozenset({"username", "password"})
+
+
+class ObtainTokenView(SyncAPIView):
+    """Exchange a username and password for an API token (rate limited)."""
+
+    authentication_classes = []  # no session, so no CSRF on this form
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=TokenRequest, responses=TokenResponse)
+    def post(self, request):
+        data = check_fields(
+            request.data, TOKEN_FIELDS, required=("username", "password")
+        )
+        username, password = data["username"], data["password"]
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise InvalidCredentials()
+        user = authenticate(request._request, username=username, password=password)
+        if user is None:
+            raise InvalidCredentials()
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})

@@ -1,0 +1,209 @@
+"""Django settings, read from the environment (SPEC §1).
+
+Every knob of Realtime Sync lives in the one ``SYNC`` dict at the bottom; the
+environment only feeds it. Defaults serve a fresh machine with no other service.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_int, env_list, env_str
+from sync.rates import parse_rate
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DJANGO_ENV = env_str("DJANGO_ENV", "development")
+if DJANGO_ENV not in {"development", "production", "test"}:
+    raise ImproperlyConfigured(
+        f"DJANGO_ENV must be development, production or test, got {DJANGO_ENV!r}."
+    )
+PRODUCTION = DJANGO_ENV == "production"
+
+# A fixed key for development only: production refuses to start with it.
+DEVELOPMENT_SECRET_KEY = "django-insecure-realtime-sync-development-key"
+SECRET_KEY = env_str("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
+if PRODUCTION and (
+    SECRET_KEY == DEVELOPMENT_SECRET_KEY
+    or SECRET_KEY.startswith("django-insecure")
+    or len(SECRET_KEY) < 32
+):
+    raise ImproperlyConfigured(
+        "DJANGO_ENV=production requires SECRET_KEY: a random string of at least "
+        "32 characters, not the development default."
+    )
+
+DEBUG = env_bool("DEBUG", not PRODUCTION)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "channels",
+    "accounts",
+    "sync",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+    )
+}
+
+REDIS_URL = env_str("REDIS_URL")
+
+# The cache holds the HTTP rate-limit counters: it must be shared by every
+# server process, so it follows REDIS_URL.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env_str("SYNC_KEY_PREFIX", "sync"),
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": "sync-asgi"},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+PASSWORD_VALIDATION = "django.contrib.auth.password_validation"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"{PASSWORD_VALIDATION}.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
+
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: its "Token" challenge turns missing credentials into 401.
+        "rest_framework.authentication.TokenAuthentication",
+        "sync.authentication.CsrfSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["sync.throttling.SyncRateThrottle"],
+    "DEFAULT_PARSER_CLASSES": ["sync.parsers.StrictJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "sync.exception_handler.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # 0: rate-limit anonymous callers by REMOTE_ADDR and ignore a client-supplied
+    # X-Forwarded-For; set it to the number of trusted proxies in front.
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Realtime Sync API",
+    "DESCRIPTION": "HTTP side of Realtime Sync: polling, sending, status, broadcast.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+}
+
+
+def _rate(name: str, default: str) -> str:
+    """Read a rate variable and check its format now rather than per request."""
+    value = env_str(name, default)
+    try:
+        parse_rate(value)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}: {error}") from None
+    return value
+
+
+SYNC = {
+    "MESSAGE_TTL": env_int("SYNC_MESSAGE_TTL", 300, minimum=1),
+    "QUEUE_MAX_MESSAGES": env_int("SYNC_QUEUE_MAX_MESSAGES", 1000, minimum=1),
+    "CLEANUP_INTERVAL": env_int("SYNC_CLEANUP_INTERVAL", 60, minimum=1),
+    "HEARTBEAT_INTERVAL": env_int("SYNC_HEARTBEAT_INTERVAL", 30, minimum=1),
+    "RATE_LIMIT": _rate("SYNC_RATE_LIMIT", "1000/15m"),
+    "MAX_PAYLOAD_BYTES": env_int("SYNC_MAX_PAYLOAD_BYTES", 65536, minimum=64),
+    "POLL_MAX_WAIT": env_int("SYNC_POLL_MAX_WAIT", 30, minimum=0),
+    "WS_RATE_LIMIT": _rate("SYNC_WS_RATE_LIMIT", "100/10s"),
+    "WEBSOCKET_ENABLED": env_bool("SYNC_WEBSOCKET_ENABLED", True),
+    "REDIS_URL": REDIS_URL,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "structured": {"()": "sync.logging.StructuredFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "structured"},
+    },
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+    },
+}
+
+if PRODUCTION:
+    SESSION_COOKIE_HTTPONLY = True
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE

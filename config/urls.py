@@ -1,0 +1,25 @@
+"""URL map: admin, browser login, the API under /api/, and the landing page."""
+
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularJSONAPIView
+
+from accounts.views import ObtainTokenView
+from sync.apiview import SyncAPIView
+from sync.pages import index
+from sync.views import ApiNotFoundView
+
+
+class SchemaView(SyncAPIView, SpectacularJSONAPIView):
+    """The OpenAPI schema, behind the same auth and rate limit as the API."""
+
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/", include("accounts.urls")),
+    path("api/auth/token", ObtainTokenView.as_view(), name="api-token"),
+    path("api/sync/", include("sync.urls")),
+    path("api/schema/", SchemaView.as_view(), name="api-schema"),
+    re_path(r"^api(/.*)?$", ApiNotFoundView.as_view()),
+    path("", index, name="index"),
+]

@@ -1,0 +1,56 @@
+"""Base view of every /api/* endpoint.
+
+Adds two things to DRF's APIView:
+- callers whose authentication fails are still rate limited (by IP), so a
+  flood of bad tokens ends in 429 instead of an endless stream of 401;
+- `async def` handlers, run on the event loop after the usual checks, so a
+  long poll holds no thread while it waits (DRF itself is sync only).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from asgiref.sync import sync_to_async
+from rest_framework import exceptions
+from rest_framework.views import APIView
+
+
+class SyncAPIView(APIView):
+    """APIView with rate-limited auth failures and async handlers."""
+
+    def initial(self, request, *args, **kwargs) -> None:
+        try:
+            super().initial(request, *args, **kwargs)
+        except (exceptions.NotAuthenticated, exceptions.AuthenticationFailed):
+            self.check_throttles(request)
+            raise
+
+    def dispatch(self, request, *args, **kwargs):
+        if self.view_is_async:
+            return self.async_dispatch(request, *args, **kwargs)
+        return super().dispatch(request, *args, **kwargs)
+
+    async def async_dispatch(self, request, *args, **kwargs):
+        """APIView.dispatch with the checks in a thread and the handler awaited."""
+        self.args, self.kwargs = args, kwargs
+        request = self.initialize_request(request, *args, **kwargs)
+        self.request = request
+        self.headers = self.default_response_headers
+        try:
+            # Authentication, permissions and throttles may touch the database.
+            await sync_to_async(self.initial)(request, *args, **kwargs)
+            response = self.handler_for(request)(request, *args, **kwargs)
+            if inspect.isawaitable(response):
+                response = await response
+        except Exception as exc:
+            response = self.handle_exception(exc)
+        self.response = self.finalize_response(request, response, *args, **kwargs)
+        return self.response
+
+    def handler_for(self, request):
+        """The method handler for this request, or the 405 handler."""
+        method = request.method.lower()
+        if method in self.http_method_names:
+            return getattr(self, method, self.http_method_not_allowed)
+        return self.http_method_not_allowed

@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class SyncConfig(AppConfig):
+    """Realtime Sync: message store, HTTP API, WebSocket transport."""
+
+    name = "sync"
+    verbose_name = "Realtime Sync"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registers the OpenAPI extension for our session authentication.
+        from sync import schema  # noqa: F401

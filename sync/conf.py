@@ -1,0 +1,62 @@
+"""The ``SYNC`` settings dict with its documented defaults, read lazily.
+
+Values are looked up on every access (never cached at import), so
+``override_settings(SYNC=...)`` in tests and late configuration both work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from sync.rates import Rate, parse_rate
+
+DEFAULTS: dict[str, Any] = {
+    # Seconds a message stays replayable for polling and WebSocket resume.
+    "MESSAGE_TTL": 300,
+    # Messages kept per queue (one per user, one for broadcasts); oldest go first.
+    "QUEUE_MAX_MESSAGES": 1000,
+    # Seconds between sweeps that drop expired messages from idle queues.
+    "CLEANUP_INTERVAL": 60,
+    # Seconds between server pings; two silent intervals close a socket (4408).
+    "HEARTBEAT_INTERVAL": 30,
+    # Requests per window on every /api/* route, per user (per IP if anonymous).
+    "RATE_LIMIT": "1000/15m",
+    # Serialized size limit of a message payload, in bytes.
+    "MAX_PAYLOAD_BYTES": 65536,
+    # Longest a long poll (`wait=`) is held open, in seconds.
+    "POLL_MAX_WAIT": 30,
+    # Frames each WebSocket connection may send per window.
+    "WS_RATE_LIMIT": "100/10s",
+    # False serves no WebSocket at all (to exercise the polling fallback).
+    "WEBSOCKET_ENABLED": True,
+    # Set: store, channel layer and cache live in Redis, shared by all instances.
+    "REDIS_URL": None,
+}
+
+# Most topics a connection or poll may name, and the nesting depth of payloads.
+MAX_TOPICS = 64
+MAX_PAYLOAD_DEPTH = 32
+
+
+class SyncSettings:
+    """Attribute access to ``settings.SYNC`` with defaults filled in."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Unknown SYNC setting {name!r}.")
+        return getattr(settings, "SYNC", {}).get(name, DEFAULTS[name])
+
+    @property
+    def rate_limit(self) -> Rate:
+        """The HTTP rate limit, parsed."""
+        return parse_rate(self.RATE_LIMIT)
+
+    @property
+    def ws_rate_limit(self) -> Rate:
+        """The per-connection WebSocket frame rate limit, parsed."""
+        return parse_rate(self.WS_RATE_LIMIT)
+
+
+sync_settings = SyncSettings()

@@ -1,0 +1,178 @@
+"""Errors with stable codes, shared by HTTP bodies, WebSocket frames and logs.
+
+Each class is one entry of the error vocabulary: ``default_code`` is what
+clients match on, ``status_code`` is the HTTP status it maps to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import status
+from rest_framework.exceptions import APIException
+
+
+class SyncError(APIException):
+    """Base of every Realtime Sync error; carries optional ``details``."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "invalid_request"
+    default_detail = "The request is invalid."
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail, code)
+        self.details = details or {}
+
+    @property
+    def code(self) -> str:
+        """The stable machine-readable code of this error."""
+        return self.detail.code or self.default_code
+
+    @property
+    def message(self) -> str:
+        """The human-readable message of this error."""
+        return str(self.detail)
+
+
+class InvalidJSON(SyncError):
+    """The body or frame is not valid JSON."""
+
+    default_code = "invalid_json"
+    default_detail = "The body is not valid JSON."
+
+
+class InvalidMessage(SyncError):
+    """The body or frame is JSON but not an object."""
+
+    default_code = "invalid_message"
+    default_detail = "Expected a JSON object."
+
+
+class UnknownField(SyncError):
+    """The object has a field the contract does not define."""
+
+    default_code = "unknown_field"
+    default_detail = "Unknown field."
+
+
+class MissingField(SyncError):
+    """A required field is absent."""
+
+    default_code = "missing_field"
+    default_detail = "A required field is missing."
+
+
+class InvalidType(SyncError):
+    """The message type is missing, not a string, or breaks the pattern."""
+
+    default_code = "invalid_type"
+    default_detail = "Message type must match ^[A-Za-z][A-Za-z0-9_.:-]*$ (1-64 chars)."
+
+
+class ReservedType(SyncError):
+    """Clients may not send types reserved for server publishers."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "reserved_type"
+    default_detail = "This message type is reserved for the server."
+
+
+class InvalidPayload(SyncError):
+    """The payload is not a JSON object or cannot be serialized as JSON."""
+
+    default_code = "invalid_payload"
+    default_detail = "Payload must be a JSON object."
+
+
+class PayloadTooLarge(SyncError):
+    """The payload, body or frame is over the configured size."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "payload_too_large"
+    default_detail = "Payload is too large."
+
+
+class PayloadTooDeep(SyncError):
+    """The payload nests deeper than allowed."""
+
+    default_code = "payload_too_deep"
+    default_detail = "Payload nests too deeply."
+
+
+class ForbiddenKey(SyncError):
+    """The payload uses a key that poisons JavaScript objects."""
+
+    default_code = "forbidden_key"
+    default_detail = "Payload keys __proto__, constructor and prototype are refused."
+
+
+class InvalidTopics(SyncError):
+    """Topics are not a list of valid topic names."""
+
+    default_code = "invalid_topics"
+    default_detail = (
+        "Topics must be a list of names matching ^[A-Za-z0-9][A-Za-z0-9_.-]*$."
+    )
+
+
+class InvalidCorrelationId(SyncError):
+    """The correlation id is not a short string."""
+
+    default_code = "invalid_correlation_id"
+    default_detail = "correlationId must be a string of at most 128 characters."
+
+
+class InvalidSince(SyncError):
+    """`since` is not a non-negative integer of milliseconds."""
+
+    default_code = "invalid_since"
+    default_detail = "since must be a non-negative integer (milliseconds)."
+
+
+class InvalidCursor(SyncError):
+    """The cursor was not issued by this server."""
+
+    default_code = "invalid_cursor"
+    default_detail = "cursor is not a cursor issued by this server."
+
+
+class InvalidLimit(SyncError):
+    """`limit` is outside 1-1000."""
+
+    default_code = "invalid_limit"
+    default_detail = "limit must be an integer from 1 to 1000."
+
+
+class InvalidWait(SyncError):
+    """`wait` is not a non-negative number of seconds."""
+
+    default_code = "invalid_wait"
+    default_detail = "wait must be a non-negative number of seconds."
+
+
+class InvalidCredentials(SyncError):
+    """Username and password do not match an active user."""
+
+    default_code = "invalid_credentials"
+    default_detail = "Unable to log in with the provided credentials."
+
+
+class CsrfFailed(SyncError):
+    """A session-authenticated unsafe request came without a valid CSRF token."""
+
+    status_code = status.HTTP_403_FORBIDDEN
+    default_code = "csrf_failed"
+    default_detail = "CSRF verification failed."
+
+
+class ServiceUnavailable(SyncError):
+    """A backing service (the message store) cannot be reached."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "service_unavailable"
+    default_detail = "The message store is unavailable; try again shortly."

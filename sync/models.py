@@ -1,0 +1,37 @@
+"""Database records of Realtime Sync: the broadcast history for the admin."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Broadcast(models.Model):
+    """One broadcast a person sent: who, when, what, and to which topics."""
+
+    class Source(models.TextChoices):
+        API = "api", "HTTP API"
+        ADMIN = "admin", "Admin form"
+        COMMAND = "command", "Management command"
+
+    message_id = models.CharField(max_length=64, unique=True)
+    type = models.CharField(max_length=64)
+    payload = models.JSONField(default=dict)
+    topics = models.JSONField(default=list, blank=True)
+    sent_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="sync_broadcasts",
+    )
+    # Kept when the user is deleted, so the history still says who sent it.
+    sent_by_username = models.CharField(max_length=150, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.type} by {self.sent_by_username or 'system'}"

@@ -1,0 +1,22 @@
+"""The broadcast history: every broadcast a person sends is recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def record_broadcast(message: dict[str, Any], sent_by: Any, source: str) -> None:
+    """Store who sent `message`, from where; the admin lists these."""
+    # Imported here so the service layer can load before the app registry.
+    from sync.models import Broadcast
+
+    user = sent_by if getattr(sent_by, "pk", None) is not None else None
+    Broadcast.objects.create(
+        message_id=message["id"],
+        type=message["type"],
+        payload=message["payload"],
+        topics=list(message["topics"]),
+        sent_by=user,
+        sent_by_username=user.get_username() if user else "",
+        source=source,
+    )

@@ -1,0 +1,258 @@
+"""RealtimeSync: the one place that publishes (SPEC §6).
+
+Publishing stores the message first, then fans it out to live connections;
+long polls are woken by the store itself. Inside a database transaction the
+sync calls wait for the commit, so no client sees data that is rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+from django.db import transaction
+
+from sync import validation
+from sync.services.audit import record_broadcast
+from sync.services.connections import MemoryConnectionRegistry
+from sync.services.fanout import ChannelLayerFanout
+from sync.services.handlers import arun_handlers, run_handlers
+from sync.services.message_queue import BROADCAST, MessageStore, StoredMessage
+
+DATA_UPDATED = "data.updated"
+ERROR = "error"
+
+
+def new_message_id() -> str:
+    """A unique, unguessable message id."""
+    return f"msg_{secrets.token_hex(12)}"
+
+
+def build_message(
+    type: str,
+    payload: dict[str, Any],
+    *,
+    user_id: Any = None,
+    topics: Iterable[str] = (),
+    correlation_id: str | None = None,
+) -> dict[str, Any]:
+    """The envelope of SPEC §2; the store fills in timestamp and cursor."""
+    return {
+        "id": new_message_id(),
+        "type": type,
+        "payload": payload,
+        "timestamp": None,
+        "userId": None if user_id is None else str(user_id),
+        "topics": list(topics),
+        "cursor": None,
+        "correlationId": correlation_id,
+    }
+
+
+def _refuse_event_loop(name: str) -> None:
+    # async_to_sync cannot run inside a loop: say which call to use instead.
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(f"{name}() was called from async code; use `await a{name}()`.")
+
+
+def _require_user(user_id: Any) -> Any:
+    if user_id is None or user_id == "":
+        raise ValueError("user_id is required; use broadcast() to reach everyone.")
+    return user_id
+
+
+class RealtimeSync:
+    """Publish to users, broadcast to everyone, and report statistics."""
+
+    def __init__(
+        self,
+        store: MessageStore,
+        fanout: ChannelLayerFanout,
+        connections: MemoryConnectionRegistry,
+    ) -> None:
+        self.store = store
+        self.fanout = fanout
+        self.connections = connections
+
+    # Server publishers -----------------------------------------------------
+
+    def publish(
+        self,
+        type: str,
+        payload: dict[str, Any],
+        user_id: Any,
+        *,
+        correlation_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Send `type`/`payload` to every connection of `user_id`.
+
+        Returns the message; inside a transaction its timestamp and cursor
+        are filled in when the commit publishes it.
+        """
+        _refuse_event_loop("publish")
+        message = self._server_message(type, payload, user_id, correlation_id)
+        transaction.on_commit(partial(self._deliver, message))
+        return message
+
+    def publish_data_update(self, section: str, data: Any, user_id: Any) -> dict:
+        """Publish ``data.updated`` with payload ``{section, data}``."""
+        return self.publish(DATA_UPDATED, {"section": section, "data": data}, user_id)
+
+    def publish_error(self, error: dict[str, Any], user_id: Any) -> dict:
+        """Publish an ``error`` message, e.g. ``{"type", "message", "context"}``."""
+        return self.publish(ERROR, error, user_id)
+
+    def broadcast(
+        self,
+        type: str,
+        payload: dict[str, Any] | None = None,
+        topics: Iterable[str] | None = None,
+        *,
+        sent_by: Any = None,
+        source: str | None = None,
+    ) -> dict[str, Any]:
+        """Send to every connection, or to those subscribed to any of `topics`.
+
+        With `source` ("api", "admin", "command") the broadcast is recorded in
+        the history, in the same transaction that publishes it.
+        """
+        _refuse_event_loop("broadcast")
+        message = self._broadcast_message(type, payload, topics)
+        with transaction.atomic():
+            if source is not None:
+                record_broadcast(message, sent_by, source)
+            transaction.on_commit(partial(self._deliver, message))
+        return message
+
+    def get_stats(self) -> dict[str, Any]:
+        """Queue and connection figures (SPEC §6)."""
+        return self._stats_dict(self.store.stats())
+
+    async def apublish(
+        self,
+        type: str,
+        payload: dict[str, Any],
+        user_id: Any,
+        *,
+        correlation_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Async twin of publish (no transaction to wait for)."""
+        message = self._server_message(type, payload, user_id, correlation_id)
+        await self._adeliver(message)
+        return message
+
+    async def apublish_data_update(self, section: str, data: Any, user_id: Any) -> dict:
+        """Async twin of publish_data_update."""
+        payload = {"section": section, "data": data}
+        return await self.apublish(DATA_UPDATED, payload, user_id)
+
+    async def apublish_error(self, error: dict[str, Any], user_id: Any) -> dict:
+        """Async twin of publish_error."""
+        return await self.apublish(ERROR, error, user_id)
+
+    async def abroadcast(
+        self,
+        type: str,
+        payload: dict[str, Any] | None = None,
+        topics: Iterable[str] | None = None,
+    ) -> dict[str, Any]:
+        """Async twin of broadcast (unrecorded: records need the sync call)."""
+        message = self._broadcast_message(type, payload, topics)
+        await self._adeliver(message)
+        return message
+
+    async def aget_stats(self) -> dict[str, Any]:
+        """Async twin of get_stats."""
+        return self._stats_dict(await self.store.astats())
+
+    # Client messages (POST /send and WebSocket frames) ----------------------
+
+    def send_from_client(self, user: Any, message: validation.MessageInput) -> dict:
+        """Deliver a validated client message to all of the sender's connections.
+
+        Not deferred to a commit: the client is waiting for the ack.
+        """
+        envelope = build_message(
+            message.type,
+            message.payload,
+            user_id=user.pk,
+            correlation_id=message.correlation_id,
+        )
+        self._deliver(envelope)
+        run_handlers(envelope, user)
+        return envelope
+
+    async def asend_from_client(
+        self, user: Any, message: validation.MessageInput
+    ) -> dict[str, Any]:
+        """Async twin of send_from_client."""
+        envelope = build_message(
+            message.type,
+            message.payload,
+            user_id=user.pk,
+            correlation_id=message.correlation_id,
+        )
+        await self._adeliver(envelope)
+        await arun_handlers(envelope, user)
+        return envelope
+
+    # Internals --------------------------------------------------------------
+
+    def _server_message(
+        self, type: str, payload: Any, user_id: Any, correlation_id: str | None
+    ) -> dict[str, Any]:
+        return build_message(
+            validation.validate_type(type, from_client=False),
+            validation.validate_payload(payload),
+            user_id=_require_user(user_id),
+            correlation_id=validation.validate_correlation_id(correlation_id),
+        )
+
+    def _broadcast_message(
+        self, type: str, payload: Any, topics: Iterable[str] | None
+    ) -> dict[str, Any]:
+        return build_message(
+            validation.validate_type(type, from_client=False),
+            validation.validate_payload({} if payload is None else payload),
+            topics=validation.validate_topics(None if topics is None else list(topics)),
+        )
+
+    def _deliver(self, message: dict[str, Any]) -> StoredMessage:
+        entry = self.store.add_message(message)
+        _stamp_from(message, entry)
+        self.fanout.send(entry)
+        return entry
+
+    async def _adeliver(self, message: dict[str, Any]) -> StoredMessage:
+        entry = await self.store.aadd_message(message)
+        _stamp_from(message, entry)
+        await self.fanout.asend(entry)
+        return entry
+
+    def _stats_dict(self, store_stats: Any) -> dict[str, Any]:
+        connections = self.connections.stats()
+        return {
+            "messageQueue": {
+                "totalQueues": store_stats.total_queues,
+                "totalMessages": store_stats.total_messages,
+            },
+            "websocket": {
+                "activeConnections": connections.active,
+                "totalConnections": connections.total,
+                "subscriptions": connections.subscriptions,
+            },
+        }
+
+
+def _stamp_from(message: dict[str, Any], entry: StoredMessage) -> None:
+    """Copy the store's timestamp (and, for a user message, its cursor)."""
+    message["timestamp"] = entry.timestamp
+    if entry.queue != BROADCAST:
+        # A broadcast's cursor depends on each reader's own queue: none here.
+        message["cursor"] = entry.publish_cursor

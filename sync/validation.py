@@ -1,0 +1,176 @@
+"""Message rules of SPEC §2 and §3, shared by every entry point.
+
+HTTP views, WebSocket frames and the Python service all call these functions,
+so the transports can never disagree about what is valid. Each rule raises
+its own error class (see ``sync.exceptions``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sync import exceptions
+from sync.conf import MAX_PAYLOAD_DEPTH, MAX_TOPICS, sync_settings
+
+TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
+# Topics become channel-layer group names, which allow no colon.
+TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_CORRELATION_ID_LENGTH = 128
+
+RESERVED_TYPES = frozenset({"announcement", "error", "ping", "pong"})
+RESERVED_PREFIXES = ("data.", "notification.", "system.", "sync.", "connection.")
+# Keys that reach Object.prototype when a JS client merges a payload.
+FORBIDDEN_KEYS = frozenset({"__proto__", "constructor", "prototype"})
+
+CLIENT_MESSAGE_FIELDS = frozenset({"type", "payload", "correlationId"})
+BROADCAST_FIELDS = frozenset({"type", "payload", "topics"})
+
+
+@dataclass(frozen=True)
+class MessageInput:
+    """A validated message as a client or staff member submitted it."""
+
+    type: str
+    payload: dict[str, Any]
+    correlation_id: str | None = None
+    topics: tuple[str, ...] = ()
+
+
+def validate_type(value: Any, *, from_client: bool) -> str:
+    """Check the type pattern, and refuse reserved types from clients."""
+    if not isinstance(value, str) or not TYPE_PATTERN.match(value):
+        raise exceptions.InvalidType(details={"field": "type"})
+    if from_client and is_reserved_type(value):
+        raise exceptions.ReservedType(
+            f"Message type {value!r} is reserved for the server.",
+            details={"field": "type"},
+        )
+    return value
+
+
+def is_reserved_type(value: str) -> bool:
+    """True for types only server publishers may use."""
+    return value in RESERVED_TYPES or value.startswith(RESERVED_PREFIXES)
+
+
+def validate_payload(value: Any) -> dict[str, Any]:
+    """Check a payload against the rules; return a normalized private copy.
+
+    The copy is what gets stored and sent, so a caller that mutates its dict
+    after publishing cannot change a message already accepted.
+    """
+    if not isinstance(value, dict):
+        raise exceptions.InvalidPayload(details={"field": "payload"})
+    check_payload_shape(value)
+    try:
+        encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        raise exceptions.InvalidPayload(
+            "Payload must contain only JSON values (no NaN or Infinity).",
+            details={"field": "payload"},
+        ) from None
+    limit = sync_settings.MAX_PAYLOAD_BYTES
+    size = len(encoded.encode())
+    if size > limit:
+        raise exceptions.PayloadTooLarge(
+            f"Payload is {size} bytes; the limit is {limit}.",
+            details={"field": "payload", "size": size, "limit": limit},
+        )
+    return json.loads(encoded)
+
+
+def check_payload_shape(payload: dict[str, Any]) -> None:
+    """Walk the payload without recursion: depth limit and poisonous keys."""
+    pending: list[tuple[Any, int]] = [(payload, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > MAX_PAYLOAD_DEPTH:
+            raise exceptions.PayloadTooDeep(
+                f"Payload nests deeper than {MAX_PAYLOAD_DEPTH} levels.",
+                details={"field": "payload", "limit": MAX_PAYLOAD_DEPTH},
+            )
+        children: Iterable[Any] = ()
+        if isinstance(node, dict):
+            forbidden = FORBIDDEN_KEYS.intersection(node)
+            if forbidden:
+                raise exceptions.ForbiddenKey(
+                    details={"field": "payload", "key": sorted(forbidden)[0]}
+                )
+            children = node.values()
+        elif isinstance(node, list | tuple):
+            children = node
+        pending.extend(
+            (child, depth + 1) for child in children if isinstance(child, dict | list)
+        )
+
+
+def validate_topics(value: Any) -> tuple[str, ...]:
+    """Check a list of topic names; duplicates collapse, order is kept."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or len(value) > MAX_TOPICS:
+        raise exceptions.InvalidTopics(details={"field": "topics", "max": MAX_TOPICS})
+    for topic in value:
+        if not isinstance(topic, str) or not TOPIC_PATTERN.match(topic):
+            raise exceptions.InvalidTopics(details={"field": "topics"})
+    return tuple(dict.fromkeys(value))
+
+
+def parse_topic_list(text: str | None) -> tuple[str, ...]:
+    """Parse ``a,b`` from a query string into validated topics."""
+    if not text:
+        return ()
+    return validate_topics([item.strip() for item in text.split(",") if item.strip()])
+
+
+def validate_correlation_id(value: Any) -> str | None:
+    """Accept null or a string of at most 128 characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_CORRELATION_ID_LENGTH:
+        raise exceptions.InvalidCorrelationId(details={"field": "correlationId"})
+    return value
+
+
+def check_fields(
+    data: Any, allowed: frozenset[str], required: Iterable[str] = ()
+) -> Mapping[str, Any]:
+    """Require a JSON object with only `allowed` fields and all `required` ones."""
+    if not isinstance(data, dict):
+        raise exceptions.InvalidMessage()
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise exceptions.UnknownField(
+            f"Unknown field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}.",
+            details={"field": unknown[0], "allowed": sorted(allowed)},
+        )
+    for name in required:
+        if name not in data:
+            raise exceptions.MissingField(
+                f"Field {name!r} is required.", details={"field": name}
+            )
+    return data
+
+
+def validate_client_message(data: Any) -> MessageInput:
+    """Validate what a client sends (POST /send body or WebSocket frame)."""
+    fields = check_fields(data, CLIENT_MESSAGE_FIELDS)
+    return MessageInput(
+        type=validate_type(fields.get("type"), from_client=True),
+        payload=validate_payload(fields.get("payload", {})),
+        correlation_id=validate_correlation_id(fields.get("correlationId")),
+    )
+
+
+def validate_broadcast(data: Any) -> MessageInput:
+    """Validate a staff broadcast: reserved types allowed, topics optional."""
+    fields = check_fields(data, BROADCAST_FIELDS)
+    return MessageInput(
+        type=validate_type(fields.get("type"), from_client=False),
+        payload=validate_payload(fields.get("payload", {})),
+        topics=validate_topics(fields.get("topics")),
+    )

@@ -1,0 +1,134 @@
+"""HTTP API of SPEC §4: parse, call a service, shape the answer."""
+
+from __future__ import annotations
+
+import time
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+
+from sync import serializers
+from sync.apiview import SyncAPIView
+from sync.conf import sync_settings
+from sync.permissions import IsStaff
+from sync.query_params import parse_poll_query
+from sync.services import get_message_queue, get_realtime_sync
+from sync.services.polling import poll
+from sync.validation import validate_broadcast, validate_client_message
+
+POLL_ENDPOINT = "/api/sync/poll"
+
+
+def now_ms() -> int:
+    """Server time in milliseconds."""
+    return int(time.time() * 1000)
+
+
+class PollView(SyncAPIView):
+    """The caller's messages and visible broadcasts after a position."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("since", int, description="Milliseconds; default 0."),
+            OpenApiParameter("cursor", str, description="Wins over since."),
+            OpenApiParameter("topics", str, description="Comma-separated topics."),
+            OpenApiParameter("limit", int, description="1-1000, default 100."),
+            OpenApiParameter("wait", float, description="Long poll, seconds."),
+        ],
+        responses=serializers.PollResponse,
+    )
+    async def get(self, request):
+        query = parse_poll_query(request.query_params)
+        result = await poll(get_message_queue(), str(request.user.pk), query)
+        return Response(
+            {
+                "success": True,
+                "messages": result.messages,
+                "timestamp": result.timestamp,
+                "count": len(result.messages),
+                "cursor": result.position.encode(),
+                "hasMore": result.has_more,
+                "gap": result.gap,
+            }
+        )
+
+
+class SendView(SyncAPIView):
+    """A client message, delivered to every connection of the sender."""
+
+    @extend_schema(request=serializers.SendRequest, responses=serializers.SendResponse)
+    def post(self, request):
+        message = validate_client_message(request.data)
+        sent = get_realtime_sync().send_from_client(request.user, message)
+        return Response(
+            {"success": True, "messageId": sent["id"], "timestamp": sent["timestamp"]},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class StatusView(SyncAPIView):
+    """Connection and queue figures, in the shape of the original design."""
+
+    @extend_schema(responses=serializers.StatusResponse)
+    def get(self, request):
+        stats = get_realtime_sync().get_stats()
+        return Response(
+            {
+                "success": True,
+                "status": {
+                    "websocket": {
+                        "enabled": sync_settings.WEBSOCKET_ENABLED,
+                        "connections": stats["websocket"]["activeConnections"],
+                        "totalConnections": stats["websocket"]["totalConnections"],
+                        "subscriptions": stats["websocket"]["subscriptions"],
+                    },
+                    "polling": {
+                        "enabled": True,
+                        "endpoint": POLL_ENDPOINT,
+                        "queues": stats["messageQueue"]["totalQueues"],
+                        "messages": stats["messageQueue"]["totalMessages"],
+                    },
+                    "lastCheck": now_ms(),
+                },
+            }
+        )
+
+
+class BroadcastView(SyncAPIView):
+    """A staff message to everyone, or to subscribers of some topics."""
+
+    permission_classes = [IsStaff]
+
+    @extend_schema(
+        request=serializers.BroadcastRequest, responses=serializers.BroadcastResponse
+    )
+    def post(self, request):
+        message = validate_broadcast(request.data)
+        sent = get_realtime_sync().broadcast(
+            message.type,
+            message.payload,
+            message.topics,
+            sent_by=request.user,
+            source="api",
+        )
+        return Response(
+            {
+                "success": True,
+                "messageId": sent["id"],
+                "timestamp": sent["timestamp"],
+                "topics": sent["topics"],
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+@extend_schema(exclude=True)
+class ApiNotFoundView(SyncAPIView):
+    """Unknown /api/* paths: 404 in the error envelope, even with DEBUG on."""
+
+    def dispatch_not_found(self, request, *args, **kwargs):
+        raise NotFound()
+
+    get = post = put = patch = delete = options = dispatch_not_found
