@@ -97,7 +97,7 @@ class RealtimeSync:
         """
         _refuse_event_loop("publish")
         message = self._server_message(type, payload, user_id, correlation_id)
-        transaction.on_commit(partial(self._deliver, message))
+        self._deliver_after_commit(message)
         return message
 
     def publish_data_update(self, section: str, data: Any, user_id: Any) -> dict:
@@ -124,10 +124,12 @@ class RealtimeSync:
         """
         _refuse_event_loop("broadcast")
         message = self._broadcast_message(type, payload, topics)
+        if source is None:
+            self._deliver_after_commit(message)
+            return message
         with transaction.atomic():
-            if source is not None:
-                record_broadcast(message, sent_by, source)
-            transaction.on_commit(partial(self._deliver, message))
+            record_broadcast(message, sent_by, source)
+            self._deliver_after_commit(message)
         return message
 
     def get_stats(self) -> dict[str, Any]:
@@ -222,6 +224,14 @@ class RealtimeSync:
             validation.validate_payload({} if payload is None else payload),
             topics=validation.validate_topics(None if topics is None else list(topics)),
         )
+
+    def _deliver_after_commit(self, message: dict[str, Any]) -> None:
+        # Outside a transaction deliver now, without opening a DB connection
+        # (on_commit would open one just to learn there is no transaction).
+        if transaction.get_connection().in_atomic_block:
+            transaction.on_commit(partial(self._deliver, message))
+        else:
+            self._deliver(message)
 
     def _deliver(self, message: dict[str, Any]) -> StoredMessage:
         entry = self.store.add_message(message)

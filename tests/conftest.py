@@ -1,0 +1,126 @@
+"""Shared fixtures: users, API clients, a fresh service per test, a fake clock."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from sync.services import reset_services
+from sync.services.message_queue import MemoryMessageStore
+
+PASSWORD = "correct horse battery staple"
+
+
+class FakeClock:
+    """A controllable stand-in for time.time."""
+
+    def __init__(self, start: float = 1_750_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def fresh_services():
+    """Every test starts with an empty store and empty rate-limit counters."""
+    cache.clear()
+    service = reset_services()
+    yield service
+    cache.clear()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(clock) -> MemoryMessageStore:
+    """The service's store, on the fake clock."""
+    memory_store = MemoryMessageStore(clock=clock)
+    reset_services(memory_store)
+    return memory_store
+
+
+@pytest.fixture
+def sync_config(settings):
+    """Change SYNC settings for one test: ``sync_config(MESSAGE_TTL=5)``."""
+
+    def apply(**overrides):
+        settings.SYNC = {**settings.SYNC, **overrides}
+
+    return apply
+
+
+def make_user(django_user_model, username: str, **extra):
+    return django_user_model.objects.create_user(
+        username=username, password=PASSWORD, **extra
+    )
+
+
+def token_client(user) -> APIClient:
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def user(transactional_db, django_user_model):
+    return make_user(django_user_model, "alice")
+
+
+@pytest.fixture
+def other_user(transactional_db, django_user_model):
+    return make_user(django_user_model, "bob")
+
+
+@pytest.fixture
+def staff(transactional_db, django_user_model):
+    return make_user(django_user_model, "carol", is_staff=True)
+
+
+@pytest.fixture
+def api_client(user) -> APIClient:
+    """APIClient authenticated as `user` by token."""
+    return token_client(user)
+
+
+@pytest.fixture
+def other_client(other_user) -> APIClient:
+    return token_client(other_user)
+
+
+@pytest.fixture
+def staff_client(staff) -> APIClient:
+    return token_client(staff)
+
+
+@pytest.fixture
+def anon_client(transactional_db) -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """REDIS_URL for tests; skip without Redis unless SYNC_REQUIRE_REDIS=1."""
+    import redis
+
+    url = settings.TEST_REDIS_URL
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as error:
+        reason = f"no Redis answers at {url} ({error})"
+        if os.environ.get("SYNC_REQUIRE_REDIS") == "1":
+            pytest.fail(f"SYNC_REQUIRE_REDIS=1 but {reason}")
+        pytest.skip(reason)
+    return url

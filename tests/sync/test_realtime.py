@@ -1,0 +1,272 @@
+"""RealtimeSync: publishing, transactions, broadcasts, handlers, fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from sync import exceptions
+from sync.models import Broadcast
+from sync.services import get_realtime_sync, message_handler
+from sync.services.fanout import BROADCAST_GROUP, topic_group, user_group
+from sync.services.handlers import unregister
+from sync.validation import MessageInput
+
+
+def stored_types(user_id, topics=()) -> list[str]:
+    store = get_realtime_sync().store
+    return [m["type"] for m in store.get_messages_since(str(user_id), 0, topics)]
+
+
+@pytest.fixture
+def registered():
+    """Register handlers for one test only."""
+    added = []
+
+    def register(*types):
+        def decorator(handler):
+            added.append(handler)
+            return message_handler(*types)(handler)
+
+        return decorator
+
+    yield register
+    for handler in added:
+        unregister(handler)
+
+
+def test_publish_stores_a_stamped_message_for_that_user():
+    message = get_realtime_sync().publish("notification.new", {"title": "Hi"}, 42)
+
+    assert message["id"].startswith("msg_")
+    assert message["userId"] == "42"
+    assert isinstance(message["timestamp"], int)
+    assert message["cursor"]
+    assert stored_types(42) == ["notification.new"]
+    assert stored_types(43) == []
+
+
+def test_publish_data_update_and_publish_error_use_their_types():
+    sync = get_realtime_sync()
+    update = sync.publish_data_update("orders", [{"id": 1}], 7)
+    error = sync.publish_error({"type": "SYNC_ERROR", "message": "Failed"}, 7)
+
+    assert update["type"] == "data.updated"
+    assert update["payload"] == {"section": "orders", "data": [{"id": 1}]}
+    assert error["type"] == "error"
+    assert error["payload"]["type"] == "SYNC_ERROR"
+
+
+def test_publish_needs_a_user():
+    with pytest.raises(ValueError, match="broadcast"):
+        get_realtime_sync().publish("data.updated", {}, None)
+
+
+@pytest.mark.parametrize(
+    ("message_type", "payload", "error"),
+    [
+        ("bad type!", {}, exceptions.InvalidType),
+        ("data.updated", [], exceptions.InvalidPayload),
+        ("data.updated", {"x": float("nan")}, exceptions.InvalidPayload),
+        ("data.updated", {"__proto__": {}}, exceptions.ForbiddenKey),
+    ],
+)
+def test_server_publishers_obey_the_payload_rules(message_type, payload, error):
+    with pytest.raises(error):
+        get_realtime_sync().publish(message_type, payload, 1)
+    assert stored_types(1) == []
+
+
+def test_mutating_a_payload_after_publishing_does_not_change_the_message():
+    payload = {"items": [1, 2]}
+    get_realtime_sync().publish("data.updated", payload, 1)
+    payload["items"].append(3)
+
+    stored = get_realtime_sync().store.get_messages_since("1", 0)
+    assert stored[0]["payload"] == {"items": [1, 2]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publish_inside_a_transaction_waits_for_the_commit():
+    with transaction.atomic():
+        message = get_realtime_sync().publish("data.updated", {"n": 1}, 1)
+        assert stored_types(1) == []
+        assert message["timestamp"] is None
+
+    assert stored_types(1) == ["data.updated"]
+    assert isinstance(message["timestamp"], int)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publish_in_a_rolled_back_transaction_is_never_seen():
+    def publish_then_fail():
+        with transaction.atomic():
+            get_realtime_sync().publish("data.updated", {"n": 1}, 1)
+            raise RuntimeError("rollback")
+
+    with pytest.raises(RuntimeError):
+        publish_then_fail()
+
+    assert stored_types(1) == []
+
+
+def test_broadcast_reaches_everyone_and_topics_only_subscribers():
+    sync = get_realtime_sync()
+    everyone = sync.broadcast("announcement", {"text": "hello"})
+    ops = sync.broadcast("announcement", {"text": "ops"}, topics=["ops"])
+
+    assert everyone["userId"] is None
+    assert everyone["topics"] == []
+    assert ops["topics"] == ["ops"]
+    assert stored_types(1) == ["announcement"]
+    assert stored_types(1, topics=["ops"]) == ["announcement", "announcement"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_broadcast_is_recorded_only_when_a_person_sent_it(staff):
+    sync = get_realtime_sync()
+    sync.broadcast("announcement", {"text": "from code"})
+    sent = sync.broadcast(
+        "system.maintenance", {"at": "22:00"}, ["ops"], sent_by=staff, source="api"
+    )
+
+    record = Broadcast.objects.get()
+    assert record.message_id == sent["id"]
+    assert (record.type, record.topics, record.payload) == (
+        "system.maintenance",
+        ["ops"],
+        {"at": "22:00"},
+    )
+    assert (record.sent_by, record.sent_by_username, record.source) == (
+        staff,
+        "carol",
+        "api",
+    )
+
+
+async def test_sync_calls_refuse_to_run_inside_an_event_loop():
+    with pytest.raises(RuntimeError, match="apublish"):
+        get_realtime_sync().publish("data.updated", {}, 1)
+
+
+async def test_async_twins_publish_and_report_stats():
+    sync = get_realtime_sync()
+    await sync.apublish("notification.new", {"n": 1}, 5)
+    await sync.apublish_data_update("orders", [], 5)
+    await sync.apublish_error({"type": "SYNC_ERROR", "message": "x"}, 5)
+    await sync.abroadcast("announcement", {"n": 2})
+
+    stats = await sync.aget_stats()
+
+    assert await sync_to_async(stored_types)(5) == [
+        "notification.new",
+        "data.updated",
+        "error",
+        "announcement",
+    ]
+    assert stats["messageQueue"] == {"totalQueues": 2, "totalMessages": 4}
+
+
+def test_get_stats_has_the_documented_shape():
+    get_realtime_sync().publish("data.updated", {}, 1)
+
+    assert get_realtime_sync().get_stats() == {
+        "messageQueue": {"totalQueues": 1, "totalMessages": 1},
+        "websocket": {
+            "activeConnections": 0,
+            "totalConnections": 0,
+            "subscriptions": 0,
+        },
+    }
+
+
+class FakeUser:
+    pk = 9
+
+
+def test_client_messages_reach_their_handlers_stamped(registered):
+    received = []
+
+    @registered("todo.add")
+    def on_todo(message, user):
+        received.append((message["type"], message["userId"], message["id"], user))
+
+    sent = get_realtime_sync().send_from_client(
+        FakeUser, MessageInput("todo.add", {"title": "milk"})
+    )
+
+    assert received == [("todo.add", "9", sent["id"], FakeUser)]
+    assert stored_types(9) == ["todo.add"]
+
+
+def test_a_failing_handler_is_logged_and_the_message_still_accepted(registered, caplog):
+    @registered("todo.add")
+    def broken(message, user):
+        raise ValueError("boom")
+
+    with caplog.at_level(logging.ERROR):
+        sent = get_realtime_sync().send_from_client(
+            FakeUser, MessageInput("todo.add", {"secret": "do-not-log"})
+        )
+
+    assert stored_types(9) == ["todo.add"]
+    assert sent["timestamp"]
+    assert "message handler failed" in caplog.text
+    assert "do-not-log" not in caplog.text
+
+
+async def test_async_handlers_run_from_the_async_send_path(registered):
+    received = asyncio.Event()
+
+    @registered("todo.add")
+    async def on_todo(message, user):
+        received.set()
+
+    await get_realtime_sync().asend_from_client(FakeUser, MessageInput("todo.add", {}))
+
+    assert received.is_set()
+
+
+async def test_fanout_sends_user_messages_to_the_users_group():
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(user_group(5), channel)
+
+    sent = await get_realtime_sync().apublish("data.updated", {"n": 1}, 5)
+    event = await asyncio.wait_for(layer.receive(channel), 1)
+
+    assert event["type"] == "sync.message"
+    assert event["message"]["id"] == sent["id"]
+    assert (event["queue"], event["seq"]) == ("user", 1)
+
+
+async def test_fanout_sends_topic_broadcasts_to_topic_groups_only():
+    layer = get_channel_layer()
+    everyone, ops = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add(BROADCAST_GROUP, everyone)
+    await layer.group_add(topic_group("ops"), ops)
+
+    await get_realtime_sync().abroadcast("announcement", {}, topics=["ops"])
+    await get_realtime_sync().abroadcast("announcement", {})
+
+    first = await asyncio.wait_for(layer.receive(ops), 1)
+    second = await asyncio.wait_for(layer.receive(everyone), 1)
+    assert (first["queue"], first["seq"], first["message"]["topics"]) == (
+        "broadcast",
+        1,
+        ["ops"],
+    )
+    assert (second["seq"], second["message"]["topics"]) == (2, [])
+
+
+def test_user_groups_are_valid_channel_layer_names():
+    assert user_group(42) == "sync.user.42"
+    odd = user_group("{d1c6-42}@example")
+    assert odd.startswith("sync.user.")
+    assert len(odd) < 100
+    assert all(char.isalnum() or char in "._-" for char in odd)
