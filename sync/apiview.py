@@ -1,8 +1,8 @@
 """Base view of every /api/* endpoint.
 
 Adds two things to DRF's APIView:
-- callers whose authentication fails are still rate limited (by IP), so a
-  flood of bad tokens ends in 429 instead of an endless stream of 401;
+- every request is rate limited, including refused ones: a flood of bad
+  tokens, CSRF failures or forbidden calls ends in 429, not endless 401/403;
 - `async def` handlers, run on the event loop after the usual checks, so a
   long poll holds no thread while it waits (DRF itself is sync only).
 """
@@ -15,16 +15,32 @@ from asgiref.sync import sync_to_async
 from rest_framework import exceptions
 from rest_framework.views import APIView
 
+from sync.exceptions import CsrfFailed
+
 
 class SyncAPIView(APIView):
     """APIView with rate-limited auth failures and async handlers."""
 
     def initial(self, request, *args, **kwargs) -> None:
+        self.throttle_checked = False
         try:
             super().initial(request, *args, **kwargs)
-        except (exceptions.NotAuthenticated, exceptions.AuthenticationFailed):
+        except (exceptions.AuthenticationFailed, CsrfFailed):
+            # Raised while authenticating, before any check below: count the
+            # request against the caller's IP before refusing it.
             self.check_throttles(request)
             raise
+
+    def check_permissions(self, request) -> None:
+        # Throttle first, so refused requests (403, 401) count too.
+        self.check_throttles(request)
+        super().check_permissions(request)
+
+    def check_throttles(self, request) -> None:
+        """Count each request once, whichever check reaches it first."""
+        if not self.throttle_checked:
+            self.throttle_checked = True
+            super().check_throttles(request)
 
     def dispatch(self, request, *args, **kwargs):
         if self.view_is_async:

@@ -44,7 +44,7 @@ def parse_since(text: str | None) -> int | None:
     """Milliseconds since the epoch, a non-negative integer."""
     if text is None or text == "":
         return None
-    if not INTEGER.match(text):
+    if not INTEGER.fullmatch(text):
         raise exceptions.InvalidSince(details={"field": "since"})
     return int(text)
 
@@ -53,7 +53,7 @@ def parse_limit(text: str | None) -> int:
     """Page size from 1 to 1000; 100 when absent."""
     if text is None or text == "":
         return DEFAULT_LIMIT
-    if not INTEGER.match(text) or not 1 <= int(text) <= MAX_LIMIT:
+    if not INTEGER.fullmatch(text) or not 1 <= int(text) <= MAX_LIMIT:
         raise exceptions.InvalidLimit(details={"field": "limit", "max": MAX_LIMIT})
     return int(text)
 

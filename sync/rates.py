@@ -24,7 +24,7 @@ class Rate:
 @lru_cache(maxsize=32)
 def parse_rate(text: str) -> Rate:
     """Parse ``N/<n><s|m|h|d>`` (``100/10s``, ``1000/15m``, ``60/m``)."""
-    match = RATE_PATTERN.match(text or "")
+    match = RATE_PATTERN.fullmatch(text or "")
     if not match:
         raise ValueError(
             f"Invalid rate {text!r}: expected N/<n><s|m|h|d>, e.g. 1000/15m."

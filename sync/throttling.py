@@ -7,40 +7,28 @@ shared by all server processes once REDIS_URL is set.
 
 from __future__ import annotations
 
-import math
 import time
 
-from django.core.cache import cache
 from rest_framework.throttling import BaseThrottle
 
 from sync.conf import sync_settings
+from sync.ratelimit import hit_shared
 
 
 class SyncRateThrottle(BaseThrottle):
     """Per user when authenticated, per client IP otherwise."""
 
     timer = time.time
-    cache = cache
-    cache_prefix = "sync:ratelimit"
 
     def allow_request(self, request, view) -> bool:
         rate = sync_settings.rate_limit
-        now = self.timer()
-        window = int(now // rate.window)
-        self._retry_after = (window + 1) * rate.window - now
-        key = f"{self.cache_prefix}:{self.identity(request)}:{rate.window}:{window}"
-        # add() only creates the counter; incr() is atomic in every backend.
-        self.cache.add(key, 0, timeout=rate.window + 1)
-        try:
-            count = self.cache.incr(key)
-        except ValueError:  # expired between add() and incr()
-            self.cache.add(key, 1, timeout=rate.window + 1)
-            count = 1
-        return count <= rate.limit
+        hit = hit_shared(self.identity(request), rate, now=self.timer())
+        self.retry_after = hit.retry_after
+        return not hit.over(rate)
 
     def wait(self) -> float:
         """Seconds until the current window ends (the Retry-After value)."""
-        return max(1, math.ceil(self._retry_after))
+        return self.retry_after
 
     def identity(self, request) -> str:
         """`user:<pk>` for authenticated callers, `ip:<address>` otherwise."""

@@ -27,6 +27,8 @@ RESERVED_PREFIXES = ("data.", "notification.", "system.", "sync.", "connection."
 FORBIDDEN_KEYS = frozenset({"__proto__", "constructor", "prototype"})
 
 CLIENT_MESSAGE_FIELDS = frozenset({"type", "payload", "correlationId"})
+FRAME_FIELDS = frozenset({"type", "payload", "id", "timestamp", "correlationId"})
+SUBSCRIPTION_FIELDS = frozenset({"topics"})
 BROADCAST_FIELDS = frozenset({"type", "payload", "topics"})
 
 
@@ -42,7 +44,7 @@ class MessageInput:
 
 def validate_type(value: Any, *, from_client: bool) -> str:
     """Check the type pattern, and refuse reserved types from clients."""
-    if not isinstance(value, str) or not TYPE_PATTERN.match(value):
+    if not isinstance(value, str) or not TYPE_PATTERN.fullmatch(value):
         raise exceptions.InvalidType(details={"field": "type"})
     if from_client and is_reserved_type(value):
         raise exceptions.ReservedType(
@@ -115,7 +117,7 @@ def validate_topics(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or len(value) > MAX_TOPICS:
         raise exceptions.InvalidTopics(details={"field": "topics", "max": MAX_TOPICS})
     for topic in value:
-        if not isinstance(topic, str) or not TOPIC_PATTERN.match(topic):
+        if not isinstance(topic, str) or not TOPIC_PATTERN.fullmatch(topic):
             raise exceptions.InvalidTopics(details={"field": "topics"})
     return tuple(dict.fromkeys(value))
 
@@ -174,3 +176,36 @@ def validate_broadcast(data: Any) -> MessageInput:
         payload=validate_payload(fields.get("payload", {})),
         topics=validate_topics(fields.get("topics")),
     )
+
+
+def validate_frame(data: Any) -> Mapping[str, Any]:
+    """Check the envelope every WebSocket frame shares (SPEC §5)."""
+    fields = check_fields(data, FRAME_FIELDS)
+    frame_id = fields.get("id")
+    if frame_id is not None and (
+        isinstance(frame_id, bool)
+        or not isinstance(frame_id, str | int)
+        or len(str(frame_id)) > MAX_CORRELATION_ID_LENGTH
+    ):
+        raise exceptions.InvalidMessage(
+            "id must be a string or an integer.", details={"field": "id"}
+        )
+    validate_correlation_id(fields.get("correlationId"))
+    return fields
+
+
+def validate_client_frame(frame: Mapping[str, Any]) -> MessageInput:
+    """A message frame (not ping/pong/subscribe), checked like POST /send."""
+    return validate_client_message(
+        {key: frame[key] for key in CLIENT_MESSAGE_FIELDS if key in frame}
+    )
+
+
+def validate_subscription(frame: Mapping[str, Any]) -> tuple[str, ...]:
+    """The topics of a subscribe/unsubscribe frame: ``{"topics": [...]}``."""
+    payload = check_fields(frame.get("payload", {}), SUBSCRIPTION_FIELDS)
+    if "topics" not in payload:
+        raise exceptions.InvalidTopics(
+            "topics is required.", details={"field": "topics"}
+        )
+    return validate_topics(payload["topics"])

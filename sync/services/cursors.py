@@ -41,7 +41,7 @@ class Position:
 
 def decode_cursor(text: str) -> Position:
     """Parse a cursor string, raising InvalidCursor when it is not one of ours."""
-    match = CURSOR_PATTERN.match(text or "")
+    match = CURSOR_PATTERN.fullmatch(text or "")
     if not match:
         raise InvalidCursor(details={"field": "cursor"})
     return Position(match[1], int(match[2]), int(match[3]))

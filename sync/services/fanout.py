@@ -29,7 +29,7 @@ MESSAGE_EVENT = "sync.message"
 def user_group(user_id: Any) -> str:
     """Group of every connection of one user (all tabs)."""
     key = str(user_id)
-    if not SAFE_GROUP_PART.match(key):
+    if not SAFE_GROUP_PART.fullmatch(key):
         # Group names allow a narrow alphabet; hash anything else (UUIDs with
         # braces, e-mail-like keys) into it.
         key = hashlib.sha256(key.encode()).hexdigest()[:40]

@@ -408,9 +408,9 @@ class _Page:
         start, gap = self._start()
         picked = self._pick(start)
         has_more = len(picked) > self.limit
-        picked = _cut_at_timestamp_boundary(picked, self.limit)
         if has_more:
-            position, watermark = picked[-1][1], picked[-1][0].timestamp
+            picked, watermark = self._cut(picked)
+            position = picked[-1][1]
         else:
             position = Position(
                 self.store.epoch,
@@ -471,6 +471,19 @@ class _Page:
             if len(picked) > self.limit:
                 break
         return picked
+
+    def _cut(
+        self, picked: list[tuple[StoredMessage, Position]]
+    ) -> tuple[list[tuple[StoredMessage, Position]], int]:
+        """A full page and its watermark, from `limit` + 1 picked messages."""
+        if self.cursor is None:
+            page = _cut_at_timestamp_boundary(picked, self.limit)
+            return page, page[-1][0].timestamp
+        # A cursor marks the exact spot; only the watermark must step back if
+        # the next message shares the last one's millisecond.
+        page = picked[: self.limit]
+        last, following = page[-1][0].timestamp, picked[self.limit][0].timestamp
+        return page, last if following > last else last - 1
 
     def _watermark(self, now: float) -> int:
         """A `since` for the next poll: nothing later can be stamped at or below."""

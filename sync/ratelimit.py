@@ -1,0 +1,62 @@
+"""Fixed-window counters: one in the shared cache, one per connection."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.core.cache import cache
+
+from sync.rates import Rate
+
+CACHE_PREFIX = "sync:ratelimit"
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """The count in the current window after this hit, and when it ends."""
+
+    count: int
+    retry_after: int  # whole seconds until the window ends
+
+    def over(self, rate: Rate) -> bool:
+        """True when this hit is beyond the rate's limit."""
+        return self.count > rate.limit
+
+
+def hit_shared(identity: str, rate: Rate, now: float | None = None) -> Hit:
+    """Count one event for `identity` in the cache shared by all processes.
+
+    One atomic increment per event; the key expires with its window.
+    """
+    now = time.time() if now is None else now
+    window = int(now // rate.window)
+    key = f"{CACHE_PREFIX}:{identity}:{rate.window}:{window}"
+    cache.add(key, 0, timeout=rate.window + 1)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add() and incr()
+        cache.add(key, 1, timeout=rate.window + 1)
+        count = 1
+    retry_after = max(1, math.ceil((window + 1) * rate.window - now))
+    return Hit(count, retry_after)
+
+
+class LocalWindowCounter:
+    """Counts events of one connection; no shared state, no I/O."""
+
+    def __init__(self, rate: Rate, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate
+        self.clock = clock
+        self.window_start = clock()
+        self.count = 0
+
+    def hit(self) -> int:
+        """Count one event; return the count in the current window."""
+        now = self.clock()
+        if now - self.window_start >= self.rate.window:
+            self.window_start, self.count = now, 0
+        self.count += 1
+        return self.count
