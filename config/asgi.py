@@ -1,4 +1,9 @@
-"""ASGI entry point: ``daphne config.asgi:application``."""
+"""ASGI entry point: ``daphne config.asgi:application``.
+
+HTTP goes to Django (with /api/ bodies bounded); WebSocket goes through the
+on/off switch, the Origin check, session then token authentication, to the
+consumer at /ws.
+"""
 
 import os
 
@@ -9,8 +14,25 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # Load Django (apps, models) before importing anything that uses them.
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from sync.asgi_limits import RequestBodyLimit  # noqa: E402
+from sync.daphne_compat import patch_daphne  # noqa: E402
+from sync.middleware import OriginCheck, TokenAuthMiddleware, WebsocketSwitch  # noqa: E402
+from sync.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter({"http": RequestBodyLimit(django_asgi_app)})
+patch_daphne()
+
+application = ProtocolTypeRouter(
+    {
+        "http": RequestBodyLimit(django_asgi_app),
+        "websocket": WebsocketSwitch(
+            OriginCheck(
+                AuthMiddlewareStack(
+                    TokenAuthMiddleware(URLRouter(websocket_urlpatterns))
+                )
+            )
+        ),
+    }
+)

@@ -1,0 +1,325 @@
+"""The WebSocket endpoint ``/ws`` (SPEC §5).
+
+One consumer per socket. It joins the user's group (all tabs), the broadcast
+group and one group per subscribed topic, and delivers each message exactly
+once and in order: live events that skip ahead of the last queue sequence
+delivered trigger a store read first (see ``sync.services.streams``).
+
+Close codes: 4400 bad connection parameters, 4401 not authenticated, 4408
+silent for two heartbeats, 4409 messages were lost (reconnect with your
+cursor), 4429 too many frames or connections, 1009 frame too large, 1001
+server shutting down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from sync import frames
+from sync.conf import MAX_TOPICS, sync_settings
+from sync.exceptions import InvalidJSON, InvalidTopics, SyncError
+from sync.middleware import query_param
+from sync.parsers import loads_strict, max_body_bytes
+from sync.ratelimit import LocalWindowCounter, hit_shared
+from sync.services import get_realtime_sync
+from sync.services.cursors import decode_cursor
+from sync.services.fanout import BROADCAST_GROUP, topic_group, user_group
+from sync.services.streams import ReaderStream, Verdict
+from sync.validation import (
+    parse_topic_list,
+    validate_client_frame,
+    validate_frame,
+    validate_subscription,
+)
+
+logger = logging.getLogger(__name__)
+
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_SILENT = 4408
+CLOSE_RESYNC = 4409
+CLOSE_THROTTLED = 4429
+CLOSE_TOO_BIG = 1009
+CLOSE_GOING_AWAY = 1001
+# Seconds to wait for a client's close answer when the server shuts down.
+SHUTDOWN_CLOSE_WAIT = 1.0
+
+
+class RealtimeConsumer(AsyncJsonWebsocketConsumer):
+    """Delivers a user's messages and broadcasts; accepts their frames."""
+
+    connection_id = ""
+    stream: ReaderStream | None = None
+    accepted = False
+    closed = False
+
+    # Connection lifecycle ---------------------------------------------------
+
+    async def connect(self) -> None:
+        """Authenticate, join groups, replay from `cursor`, start heartbeats."""
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if await self._too_many_connections(user):
+            await self.close(code=CLOSE_THROTTLED)
+            return
+        try:
+            cursor_text = query_param(self.scope, "cursor")
+            cursor = decode_cursor(cursor_text) if cursor_text else None
+            topics = parse_topic_list(query_param(self.scope, "topics"))
+        except SyncError as error:
+            await self.send_frame(frames.error(error.code, error.message, None))
+            await self.close(code=CLOSE_BAD_REQUEST)
+            return
+        await self._open(user, cursor, topics)
+
+    async def _open(self, user, cursor, topics) -> None:
+        self.user = user
+        self.connection_id = uuid.uuid4().hex
+        self.sync = get_realtime_sync()
+        self.stream = ReaderStream(self.sync.store, str(user.pk), topics)
+        self.delivery_lock = asyncio.Lock()
+        self.frame_counter = LocalWindowCounter(sync_settings.ws_rate_limit)
+        self.last_seen = asyncio.get_running_loop().time()
+        await self._join([user_group(user.pk), BROADCAST_GROUP])
+        await self._join([topic_group(topic) for topic in topics])
+        self.sync.connections.opened(self.connection_id)
+        self.sync.connections.subscribed(self.connection_id, len(topics))
+        head = await self.stream.start(cursor)
+        await self._replay(head, resumed=cursor is not None)
+        self.heartbeat = asyncio.create_task(self._heartbeat())
+        logger.info(
+            "websocket connected",
+            extra={"connection_id": self.connection_id, "user_id": user.pk},
+        )
+
+    async def _replay(self, head, resumed: bool) -> None:
+        """Send connection.established, then every message missed since `cursor`."""
+        missed, gap = await self.stream.read_missed() if resumed else ([], False)
+        recovered = (not gap) if resumed else None
+        await self.send_frame(
+            frames.established(
+                self.connection_id,
+                str(self.user.pk),
+                sync_settings.HEARTBEAT_INTERVAL,
+                head.encode(),
+                recovered,
+            )
+        )
+        for message in missed:
+            await self.send_frame(message)
+
+    async def disconnect(self, code: int) -> None:
+        """The client went away (closed, or the TCP connection dropped)."""
+        await self._cleanup()
+
+    async def __call__(self, scope, receive, send):
+        # daphne cancels every application on SIGTERM: say goodbye with 1001
+        # so clients reconnect elsewhere and resume by cursor.
+        try:
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            if self.accepted and not self.closed:
+                await self._say_going_away(receive, send)
+            raise
+        finally:
+            await self._cleanup()
+
+    async def _say_going_away(self, receive, send) -> None:
+        """Close with 1001 and wait briefly for the client's answer.
+
+        Without the wait the server's shutdown drops the connection before
+        the close frame is written, and the client sees an abrupt end.
+        """
+        self.closed = True
+        with contextlib.suppress(Exception):
+            await send({"type": "websocket.close", "code": CLOSE_GOING_AWAY})
+            async with asyncio.timeout(SHUTDOWN_CLOSE_WAIT):
+                while (await receive())["type"] != "websocket.disconnect":
+                    pass
+
+    async def accept(self, subprotocol=None, headers=None) -> None:
+        await super().accept(subprotocol, headers)
+        self.accepted = True
+
+    async def close(self, code=None, reason=None) -> None:
+        if not self.closed:
+            self.closed = True
+            await super().close(code=code, reason=reason)
+
+    async def _cleanup(self) -> None:
+        """Forget the socket exactly once, however it ended."""
+        if self.stream is None or not self.connection_id:
+            return
+        connection_id, self.connection_id = self.connection_id, ""
+        heartbeat = getattr(self, "heartbeat", None)
+        if heartbeat is not None and heartbeat is not asyncio.current_task():
+            heartbeat.cancel()
+        self.sync.connections.closed(connection_id)
+        groups = [user_group(self.user.pk), BROADCAST_GROUP]
+        groups += [topic_group(topic) for topic in self.stream.topics]
+        with contextlib.suppress(Exception):
+            for group in groups:
+                await self.channel_layer.group_discard(group, self.channel_name)
+        logger.info(
+            "websocket closed",
+            extra={"connection_id": connection_id, "user_id": self.user.pk},
+        )
+
+    # Messages from the channel layer ----------------------------------------
+
+    async def sync_message(self, event: dict[str, Any]) -> None:
+        """A message published for this user, a topic, or everyone."""
+        if self.stream is None or self.closed:
+            return
+        async with self.delivery_lock:
+            queue, seq, message = event["queue"], event["seq"], event["message"]
+            verdict = self.stream.judge(queue, seq, message["topics"])
+            if verdict is Verdict.DELIVER:
+                await self.send_frame(self.stream.deliver(queue, seq, message))
+            elif verdict is Verdict.GAP:
+                await self._fill_from_store()
+
+    async def _fill_from_store(self) -> None:
+        """Deliver what the channel layer lost; 4409 if the store lost it too."""
+        missed, gap = await self.stream.read_missed()
+        for message in missed:
+            await self.send_frame(message)
+        if gap:
+            logger.warning(
+                "messages lost before delivery; asking the client to resync",
+                extra={"connection_id": self.connection_id},
+            )
+            await self.close(code=CLOSE_RESYNC)
+
+    # Frames from the client --------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        """Any frame proves the client alive; then size, rate, then content."""
+        if self.stream is None or self.closed:
+            return
+        self.last_seen = asyncio.get_running_loop().time()
+        raw = text_data if text_data is not None else bytes_data
+        if len(raw.encode() if isinstance(raw, str) else raw) > max_body_bytes():
+            await self.close(code=CLOSE_TOO_BIG)
+            return
+        count = self.frame_counter.hit()
+        limit = sync_settings.ws_rate_limit.limit
+        if count >= 2 * limit:
+            await self.close(code=CLOSE_THROTTLED)
+            return
+        if count > limit:
+            await self.send_frame(
+                frames.error(
+                    "throttled", "Too many frames; this one was dropped.", None
+                )
+            )
+            return
+        frame = None
+        try:
+            if text_data is None:
+                raise InvalidJSON("Frames must be JSON text.")
+            frame = loads_strict(text_data)
+            await self._handle_frame(validate_frame(frame))
+        except SyncError as error:
+            correlation = frames.correlation_of(frame)
+            await self.send_frame(frames.error(error.code, error.message, correlation))
+
+    async def _handle_frame(self, frame: dict[str, Any]) -> None:
+        correlation = frames.correlation_of(frame)
+        kind = frame.get("type")
+        if kind == "ping":
+            await self.send_frame(frames.pong(correlation))
+        elif kind == "pong":
+            return
+        elif kind == "subscribe":
+            await self._subscribe(validate_subscription(frame), correlation)
+        elif kind == "unsubscribe":
+            await self._unsubscribe(validate_subscription(frame), correlation)
+        else:
+            message = validate_client_frame(frame)
+            sent = await self.sync.asend_from_client(self.user, message)
+            await self.send_frame(frames.ack(sent, correlation))
+
+    async def _subscribe(self, topics, correlation) -> None:
+        new = [topic for topic in topics if topic not in self.stream.topics]
+        if len(self.stream.topics) + len(new) > MAX_TOPICS:
+            raise InvalidTopics(
+                f"At most {MAX_TOPICS} topics per connection.",
+                details={"max": MAX_TOPICS},
+            )
+        await self._join([topic_group(topic) for topic in new])
+        async with self.delivery_lock:
+            self.stream.subscribe(new)
+        await self._topics_changed("subscribed", correlation)
+
+    async def _unsubscribe(self, topics, correlation) -> None:
+        gone = [topic for topic in topics if topic in self.stream.topics]
+        self.stream.unsubscribe(gone)
+        for topic in gone:
+            await self.channel_layer.group_discard(
+                topic_group(topic), self.channel_name
+            )
+        await self._topics_changed("unsubscribed", correlation)
+
+    async def _topics_changed(self, kind: str, correlation) -> None:
+        topics = sorted(self.stream.topics)
+        self.sync.connections.subscribed(self.connection_id, len(topics))
+        await self.send_frame(frames.topics_changed(kind, topics, correlation))
+
+    # Heartbeat -----------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        """Ping every interval; close 4408 after two silent intervals.
+
+        Each beat also checks the store, so a message whose live event was
+        the last one and got lost still arrives within one interval.
+        """
+        loop = asyncio.get_running_loop()
+        interval = sync_settings.HEARTBEAT_INTERVAL
+        next_ping = loop.time() + interval
+        while not self.closed:
+            deadline = self.last_seen + 2 * interval
+            await asyncio.sleep(max(0.0, min(next_ping, deadline) - loop.time()))
+            if loop.time() >= self.last_seen + 2 * interval:
+                await self.close(code=CLOSE_SILENT)
+                return
+            if loop.time() >= next_ping:
+                next_ping += interval
+                await self.send_frame(frames.ping())
+                await self._catch_up_if_behind()
+
+    async def _catch_up_if_behind(self) -> None:
+        if await self.stream.is_behind():
+            async with self.delivery_lock:
+                await self._fill_from_store()
+
+    # Helpers -------------------------------------------------------------------
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        """Send one JSON frame."""
+        await self.send_json(frame)
+
+    @classmethod
+    async def encode_json(cls, content: dict[str, Any]) -> str:
+        """Compact JSON: frames cross the network once per receiver."""
+        return json.dumps(content, separators=(",", ":"))
+
+    async def _join(self, groups: list[str]) -> None:
+        for group in groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+
+    async def _too_many_connections(self, user) -> bool:
+        rate = sync_settings.rate_limit
+        hit = await sync_to_async(hit_shared)(f"ws:user:{user.pk}", rate)
+        return hit.over(rate)

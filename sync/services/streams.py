@@ -1,0 +1,127 @@
+"""One live reader's position, and the rules that make delivery exact.
+
+A WebSocket connection receives messages two ways: live events from the
+channel layer, and reads from the store (resume, hole filling). The stream
+decides for each live event whether it is next (deliver it), already seen
+(drop it), or ahead of a hole (read the store first). Since the channel layer
+may drop events, a hole is filled from the store, so a lost event arrives
+late, never not at all, and never twice.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import Any
+
+from sync.services.cursors import Position, decode_cursor
+from sync.services.message_queue import BROADCAST, MessageStore
+
+# Messages per store read while replaying or filling a hole.
+PAGE_SIZE = 500
+
+
+class Verdict(enum.Enum):
+    """What to do with a live event."""
+
+    DELIVER = "deliver"
+    DUPLICATE = "duplicate"  # already delivered (or replayed)
+    SKIP = "skip"  # a broadcast for topics this reader left
+    GAP = "gap"  # events before it were lost: read the store first
+
+
+class ReaderStream:
+    """Position of one reader in its user queue and the broadcast queue.
+
+    `position` is the cursor after the last message delivered. Broadcasts for
+    topics the reader does not follow never reach it, so `broadcast_seen`
+    separately remembers how far the broadcast queue has been looked at.
+    """
+
+    def __init__(self, store: MessageStore, user_id: str, topics: Iterable[str] = ()):
+        self.store = store
+        self.user_id = user_id
+        self.topics: set[str] = set(topics)
+        self.position = Position(store.epoch, 0, 0)
+        self.broadcast_seen = 0
+
+    async def start(self, cursor: Position | None) -> Position:
+        """Begin after `cursor`, or at the head; return the head now."""
+        head = await self.store.ahead(self.user_id)
+        self.position = head if cursor is None else cursor
+        self.broadcast_seen = self.position.broadcast_seq
+        return head
+
+    async def read_missed(self) -> tuple[list[dict[str, Any]], bool]:
+        """Every stored message after the position; and whether some were lost."""
+        delivered: list[dict[str, Any]] = []
+        gap = False
+        while True:
+            result = await self.store.aread(
+                self.user_id,
+                cursor=self.position,
+                topics=self.topics,
+                limit=PAGE_SIZE,
+            )
+            gap = gap or result.gap
+            for message in result.messages:
+                self.position = decode_cursor(message["cursor"])
+                delivered.append(message)
+            if not result.has_more:
+                self._seen_up_to(result.position)
+                return delivered, gap
+
+    def judge(self, queue: str, seq: int, topics: list[str]) -> Verdict:
+        """Classify a live event by its queue sequence number."""
+        if queue == BROADCAST:
+            last = max(self.position.broadcast_seq, self.broadcast_seen)
+        else:
+            last = self.position.user_seq
+        if seq <= last:
+            return Verdict.DUPLICATE
+        if seq > last + 1:
+            return Verdict.GAP
+        if queue == BROADCAST and topics and self.topics.isdisjoint(topics):
+            self.broadcast_seen = seq
+            return Verdict.SKIP
+        return Verdict.DELIVER
+
+    def deliver(self, queue: str, seq: int, message: dict[str, Any]) -> dict:
+        """Advance past a DELIVER event; return the message with its cursor."""
+        if queue == BROADCAST:
+            self.position = self.position.after_broadcast(seq)
+            self.broadcast_seen = max(self.broadcast_seen, seq)
+        else:
+            self.position = self.position.after_user(seq)
+        return {**message, "cursor": self.position.encode()}
+
+    def subscribe(self, topics: Iterable[str]) -> None:
+        """Follow more topics from now on (older broadcasts are not replayed)."""
+        self._skip_broadcasts_seen()
+        self.topics.update(topics)
+
+    def unsubscribe(self, topics: Iterable[str]) -> None:
+        """Stop following topics."""
+        self.topics.difference_update(topics)
+
+    async def is_behind(self) -> bool:
+        """True if the store holds messages this reader has not looked at."""
+        head = await self.store.ahead(self.user_id)
+        return (
+            head.epoch != self.position.epoch
+            or head.user_seq > self.position.user_seq
+            or head.broadcast_seq
+            > max(self.position.broadcast_seq, self.broadcast_seen)
+        )
+
+    def _seen_up_to(self, head: Position) -> None:
+        if head.epoch != self.position.epoch:
+            # Resumed from another epoch and nothing was replayed.
+            self.position = head
+        self.broadcast_seen = max(self.broadcast_seen, head.broadcast_seq)
+
+    def _skip_broadcasts_seen(self) -> None:
+        # Broadcasts already looked at stay behind the cursor, so a new topic
+        # does not pull in its earlier messages on the next store read.
+        seen = max(self.position.broadcast_seq, self.broadcast_seen)
+        self.position = self.position.after_broadcast(seen)
