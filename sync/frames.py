@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from sync.clock import now_ms
+
 Correlation = str | int | None
-
-
-def now_ms() -> int:
-    """Server time in milliseconds."""
-    return int(time.time() * 1000)
 
 
 def correlation_of(frame: Any) -> Correlation:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound
@@ -11,6 +9,7 @@ from rest_framework.response import Response
 
 from sync import serializers
 from sync.apiview import SyncAPIView
+from sync.clock import now_ms
 from sync.conf import sync_settings
 from sync.permissions import IsStaff
 from sync.query_params import parse_poll_query
@@ -19,11 +18,6 @@ from sync.services.polling import poll
 from sync.validation import validate_broadcast, validate_client_message
 
 POLL_ENDPOINT = "/api/sync/poll"
-
-
-def now_ms() -> int:
-    """Server time in milliseconds."""
-    return int(time.time() * 1000)
 
 
 class PollView(SyncAPIView):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 
 import pytest
@@ -124,3 +126,42 @@ def redis_url() -> str:
             pytest.fail(f"SYNC_REQUIRE_REDIS=1 but {reason}")
         pytest.skip(reason)
     return url
+
+
+@pytest.fixture
+async def ws_connect():
+    """Open WebSocket connections to the real ASGI stack (config.asgi).
+
+    ``await ws_connect(user)`` authenticates by token; ``query``, ``headers``
+    and ``path`` are passed through. Returns the communicator and the first
+    frame as a dict (``None`` when the server closed instead: read the close
+    with ``receive_output``). Every communicator is disconnected at the end.
+    """
+    from channels.testing import WebsocketCommunicator
+
+    from config.asgi import application
+
+    opened: list[WebsocketCommunicator] = []
+
+    async def connect(user=None, query: str = "", headers=None, path: str = "/ws"):
+        params = []
+        if user is not None:
+            token, _ = await Token.objects.aget_or_create(user=user)
+            params.append(f"token={token.key}")
+        if query:
+            params.append(query)
+        url = path + ("?" + "&".join(params) if params else "")
+        communicator = WebsocketCommunicator(application, url, headers=headers or [])
+        opened.append(communicator)
+        connected, _ = await communicator.connect()
+        assert connected, "the handshake was refused"
+        first = await communicator.receive_output(2)
+        if first["type"] == "websocket.close":
+            communicator.close_frame = first
+            return communicator, None
+        return communicator, json.loads(first["text"])
+
+    yield connect
+    for communicator in opened:
+        with contextlib.suppress(Exception):
+            await communicator.disconnect()

@@ -1,0 +1,104 @@
+"""A channel layer that drops messages must not make WebSocket clients miss any.
+
+channels-redis drops past its capacity and the in-memory layer past 100 per
+channel, silently. These tests install a layer that drops on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.layers import InMemoryChannelLayer, channel_layers
+
+from sync.services import get_realtime_sync
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class DroppingLayer(InMemoryChannelLayer):
+    """Loses every group_send whose payload number is in `drop`."""
+
+    drop: set[int] = set()
+
+    async def group_send(self, group, message):
+        number = message.get("message", {}).get("payload", {}).get("n")
+        if number in self.drop:
+            return
+        await super().group_send(group, message)
+
+
+@pytest.fixture
+def dropping_layer(settings):
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "tests.sync.test_lossy_layer.DroppingLayer"}
+    }
+    channel_layers.backends.clear()
+    yield DroppingLayer
+    DroppingLayer.drop = set()
+    channel_layers.backends.clear()
+
+
+async def receive_numbers(ws, count, timeout=2):
+    numbers = []
+    for _ in range(count):
+        frame = await ws.receive_json_from(timeout)
+        while frame["type"] == "ping":
+            frame = await ws.receive_json_from(timeout)
+        numbers.append(frame["payload"]["n"])
+    return numbers
+
+
+async def test_dropped_messages_arrive_late_and_once(
+    dropping_layer, ws_connect, user
+):
+    dropping_layer.drop = {1, 2, 5}
+    ws, _ = await ws_connect(user)
+    sync = get_realtime_sync()
+
+    for n in range(8):
+        if n % 3 == 0:
+            await sync.abroadcast("announcement", {"n": n})
+        else:
+            await sync.apublish("data.updated", {"n": n}, user.pk)
+
+    received = await receive_numbers(ws, 8)
+
+    # Each exactly once; a lost one arrives late, so order holds per queue
+    # (the user's, the broadcasts') rather than across them.
+    assert sorted(received) == list(range(8))
+    assert [n for n in received if n % 3 == 0] == [0, 3, 6]
+    assert [n for n in received if n % 3] == [1, 2, 4, 5, 7]
+    assert await ws.receive_nothing(0.2)
+
+
+async def test_a_dropped_last_message_arrives_with_the_next_heartbeat(
+    dropping_layer, ws_connect, user, sync_config
+):
+    sync_config(HEARTBEAT_INTERVAL=1)
+    dropping_layer.drop = {1}
+    ws, _ = await ws_connect(user)
+    sync = get_realtime_sync()
+    await sync.apublish("data.updated", {"n": 0}, user.pk)
+    await sync.apublish("data.updated", {"n": 1}, user.pk)  # lost, nothing follows
+
+    assert await receive_numbers(ws, 1) == [0]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await receive_numbers(ws, 1, timeout=3) == [1]
+    assert loop.time() - started < 2.5
+
+
+async def test_lost_by_layer_and_store_closes_4409_for_a_resync(
+    dropping_layer, ws_connect, user, sync_config
+):
+    sync_config(QUEUE_MAX_MESSAGES=2)
+    dropping_layer.drop = {1, 2, 3}
+    ws, _ = await ws_connect(user)
+    sync = get_realtime_sync()
+    for n in range(5):  # the store keeps only 3 and 4
+        await sync.apublish("data.updated", {"n": n}, user.pk)
+
+    assert await receive_numbers(ws, 1) == [0]
+    assert await receive_numbers(ws, 2) == [3, 4]  # what the store still had
+    assert await ws.receive_output(2) == {"type": "websocket.close", "code": 4409}
