@@ -219,9 +219,10 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_THROTTLED)
             return
         if count > limit:
+            correlation = frames.correlation_of(_parse_leniently(text_data))
             await self.send_frame(
                 frames.error(
-                    "throttled", "Too many frames; this one was dropped.", None
+                    "throttled", "Too many frames; this one was dropped.", correlation
                 )
             )
             return
@@ -260,6 +261,9 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             )
         await self._join([topic_group(topic) for topic in new])
         async with self.delivery_lock:
+            # Settle what the current topics still owe first, so the new
+            # topics start from now and bring none of their older broadcasts.
+            await self._fill_from_store()
             self.stream.subscribe(new)
         await self._topics_changed("subscribed", correlation)
 
@@ -323,3 +327,11 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         rate = sync_settings.rate_limit
         hit = await sync_to_async(hit_shared)(f"ws:user:{user.pk}", rate)
         return hit.over(rate)
+
+
+def _parse_leniently(text: str | None) -> Any:
+    """The frame as JSON if it parses, else None (only to find its id)."""
+    try:
+        return loads_strict(text) if text is not None else None
+    except SyncError:
+        return None

@@ -11,7 +11,8 @@
    connection kept alive after its response has none. The KeyError aborts the
    shutdown hook, so no application is cancelled: sockets never get their
    1001 close and the interpreter then crashes finalizing pending coroutines.
-   We skip connections without an application.
+   We skip connections without an application, and also finish the tasks
+   Django's HTTP handler leaves behind when cancelled (a long poll's view).
 
 Both are applied when config.asgi is imported inside a daphne process.
 """
@@ -65,6 +66,19 @@ def _kill_all_applications(self):
     for instance in pending:
         instance.cancel()
     logger.info("cancelled %d application instances for shutdown", len(pending))
-    wait = defer.Deferred.fromFuture(asyncio.gather(*pending, return_exceptions=True))
-    wait.addErrback(lambda _: None)
-    return wait
+    return defer.Deferred.fromFuture(asyncio.ensure_future(_finish(pending)))
+
+
+async def _finish(pending: list) -> None:
+    """Wait for cancelled applications, then for tasks they left behind.
+
+    Django's ASGI handler, when cancelled, leaves its inner tasks (the view,
+    the disconnect listener) running; a task still pending at interpreter
+    exit can crash CPython while it is finalized.
+    """
+    await asyncio.gather(*pending, return_exceptions=True)
+    current = asyncio.current_task()
+    leftovers = [task for task in asyncio.all_tasks() if task is not current]
+    for task in leftovers:
+        task.cancel()
+    await asyncio.gather(*leftovers, return_exceptions=True)

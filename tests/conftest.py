@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -163,5 +164,5 @@ async def ws_connect():
 
     yield connect
     for communicator in opened:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await communicator.disconnect()

@@ -4,7 +4,9 @@
 settings module (``config.settings``, not ``tests.settings``) on its own copy of
 a migrated SQLite file, with the embedded defaults (no REDIS_URL) plus ``env``.
 Tests asking for the same ``env`` share one server for the whole session; every
-server is stopped at the end of the session.
+server is stopped at the end of the session. ``dedicated_daphne_server(**env)``
+starts a server nobody else uses (for tests that stop it, or count exactly what
+it holds), stopped at the end of the test.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -38,6 +42,7 @@ CHUNK_BYTES = 8192
 # name -> is_staff; every user gets an API token and a password.
 USERS = {"alice": False, "bob": False, "carol": True}
 PASSWORD_PATTERN = "%s-e2e-password"
+CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 # What config/settings.py reads: the child starts from the documented defaults
 # whatever the developer's shell exports, then gets the test's overrides.
@@ -166,6 +171,12 @@ class DaphneServer:
         """URL of the WebSocket endpoint."""
         return f"ws://{HOST}:{self.port}/ws"
 
+    def websocket_url(self, user: str | None = None, **params: Any) -> str:
+        """`ws_url` authenticated by ``?token=`` as `user`, with `params`."""
+        if user is not None:
+            params = {"token": self.tokens[user], **params}
+        return api_path(self.ws_url, **params)
+
     def log(self) -> str:
         """Everything the server wrote to stdout and stderr so far."""
         return self.log_path.read_text(errors="replace")
@@ -230,12 +241,58 @@ class DaphneServer:
         assert response.status in (200, 201), response.body
         return response.json()
 
-    def broadcast(self, user: str, type: str, payload: dict[str, Any]) -> dict:
-        """POST /api/sync/broadcast as staff `user`; the success body."""
-        message = {"type": type, "payload": payload}
+    def broadcast(
+        self,
+        user: str,
+        type: str,
+        payload: dict[str, Any],
+        topics: list[str] | None = None,
+    ) -> dict:
+        """POST /api/sync/broadcast as staff `user` (to `topics`); the success body."""
+        message: dict[str, Any] = {"type": type, "payload": payload}
+        if topics is not None:
+            message["topics"] = topics
         response = self.request("POST", "/api/sync/broadcast", user=user, data=message)
         assert response.status in (200, 201), response.body
         return response.json()
+
+    def status(self, user: str = "carol") -> dict[str, Any]:
+        """GET /api/sync/status as `user`; the ``status`` object."""
+        response = self.request("GET", "/api/sync/status", user=user)
+        assert response.status == 200, response.body
+        return response.json()["status"]
+
+    def session_cookie(self, user: str) -> str:
+        """Log `user` in through /accounts/login/ as a browser does.
+
+        Returns the ``Cookie`` header value carrying the new session.
+        """
+        form = self.request("GET", "/accounts/login/")
+        csrf_token = SimpleCookie(form.headers["set-cookie"])["csrftoken"].value
+        fields = {
+            "username": user,
+            "password": self.password(user),
+            "csrfmiddlewaretoken": CSRF_FIELD.search(form.body.decode())[1],
+        }
+        connection = self.start_request(
+            "POST",
+            "/accounts/login/",
+            body=urlencode(fields).encode(),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Cookie": f"csrftoken={csrf_token}",
+            },
+        )
+        try:
+            answer = connection.getresponse()
+            answer.read()
+        finally:
+            connection.close()
+        assert answer.status == 302, f"login of {user} failed ({answer.status})"
+        cookies = SimpleCookie()
+        for header in answer.headers.get_all("Set-Cookie", []):
+            cookies.load(header)
+        return f"sessionid={cookies['sessionid'].value}"
 
     def head_cursor(self, user: str) -> str:
         """A cursor after everything `user` can see right now."""
@@ -338,3 +395,25 @@ def daphne_server(
 def server(daphne_server) -> DaphneServer:
     """The server with the embedded defaults and no overrides."""
     return daphne_server()
+
+
+@pytest.fixture
+def dedicated_daphne_server(
+    e2e_template_database, tmp_path_factory
+) -> Iterator[Callable[..., DaphneServer]]:
+    """Factory: a new, unshared server per call, stopped when the test ends.
+
+    For tests that stop the server themselves, or that need figures (such as
+    connection counts) no other test can have touched.
+    """
+    started: list[DaphneServer] = []
+
+    def start(**env: Any) -> DaphneServer:
+        directory = tmp_path_factory.mktemp("e2e-dedicated-server")
+        overrides = {name: str(value) for name, value in env.items()}
+        started.append(start_daphne(e2e_template_database, directory, overrides))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()

@@ -49,9 +49,7 @@ async def receive_numbers(ws, count, timeout=2):
     return numbers
 
 
-async def test_dropped_messages_arrive_late_and_once(
-    dropping_layer, ws_connect, user
-):
+async def test_dropped_messages_arrive_late_and_once(dropping_layer, ws_connect, user):
     dropping_layer.drop = {1, 2, 5}
     ws, _ = await ws_connect(user)
     sync = get_realtime_sync()
