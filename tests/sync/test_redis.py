@@ -1,0 +1,95 @@
+"""With REDIS_URL: the rate-limit cache and the channel layer live in Redis.
+
+Keys go under a prefix unique to each test, and each test deletes only its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+import redis
+from channels.layers import channel_layers
+from django.conf import settings
+
+from sync.services import get_realtime_sync
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def test_prefix(redis_url):
+    """A key prefix for this test; its keys are deleted afterwards."""
+    prefix = f"sync-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(f"*{prefix}*"):
+        client.delete(key)
+
+
+COUNT_ONE_HIT = """
+import django, json
+django.setup()
+from sync.ratelimit import hit_shared
+from sync.rates import Rate
+print(json.dumps(hit_shared("user:1", Rate(3, 3600), now=7200.0).count))
+"""
+
+
+def hit_in_new_process(redis_url: str, prefix: str) -> int:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "REDIS_URL": redis_url,
+        "SYNC_KEY_PREFIX": prefix,
+    }
+    output = subprocess.run(
+        [sys.executable, "-c", COUNT_ONE_HIT],
+        env=env,
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def test_the_rate_limit_counter_is_shared_by_server_processes(redis_url, test_prefix):
+    counts = [hit_in_new_process(redis_url, test_prefix) for _ in range(4)]
+
+    assert counts == [1, 2, 3, 4]  # one window, one counter, every process
+
+
+@pytest.fixture
+def redis_layer(settings, redis_url, test_prefix):
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url], "prefix": test_prefix},
+        }
+    }
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_websocket_delivery_through_channels_redis(redis_layer, ws_connect, user):
+    first_tab, _ = await ws_connect(user, query="topics=ops")
+    second_tab, _ = await ws_connect(user)
+    sync = get_realtime_sync()
+
+    sent = await sync.apublish("data.updated", {"rows": [1, 2]}, user.pk)
+    ops = await sync.abroadcast("announcement", {"text": "deploy"}, topics=["ops"])
+
+    for tab in (first_tab, second_tab):
+        message = await tab.receive_json_from(5)
+        assert (message["id"], message["payload"]) == (sent["id"], {"rows": [1, 2]})
+    announcement = await first_tab.receive_json_from(5)
+    assert announcement["id"] == ops["id"]
+    assert await second_tab.receive_nothing(0.3)
