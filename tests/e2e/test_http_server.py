@@ -15,19 +15,10 @@ from urllib.parse import urlencode
 
 import pytest
 
+from tests.contract import MESSAGE_KEYS, POLL_KEYS
+
 pytestmark = pytest.mark.e2e
 
-POLL_KEYS = {"success", "messages", "timestamp", "count", "cursor", "hasMore", "gap"}
-MESSAGE_KEYS = {
-    "id",
-    "type",
-    "payload",
-    "timestamp",
-    "userId",
-    "topics",
-    "cursor",
-    "correlationId",
-}
 # SPEC §1 default SYNC_MAX_PAYLOAD_BYTES; bodies may be 4096 bytes bigger (§5).
 MAX_PAYLOAD_BYTES = 65536
 BODY_LIMIT = MAX_PAYLOAD_BYTES + 4096

@@ -25,20 +25,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.contract import MESSAGE_KEYS
 from tests.e2e.conftest import HOST
 
 pytestmark = pytest.mark.e2e
 
-MESSAGE_KEYS = {
-    "id",
-    "type",
-    "payload",
-    "timestamp",
-    "userId",
-    "topics",
-    "cursor",
-    "correlationId",
-}
 # SPEC §1 default SYNC_MAX_PAYLOAD_BYTES; a frame may be 4096 bytes bigger (§5).
 MAX_PAYLOAD_BYTES = 65536
 FRAME_LIMIT = MAX_PAYLOAD_BYTES + 4096

@@ -22,6 +22,7 @@ from config.asgi import application
 from sync.services import get_realtime_sync, message_handler
 from sync.services.handlers import unregister
 from tests.conftest import PASSWORD
+from tests.contract import MESSAGE_KEYS
 
 ESTABLISHED_KEYS = {
     "connectionId",
@@ -29,16 +30,6 @@ ESTABLISHED_KEYS = {
     "heartbeatInterval",
     "cursor",
     "recovered",
-}
-MESSAGE_KEYS = {
-    "id",
-    "type",
-    "payload",
-    "timestamp",
-    "userId",
-    "topics",
-    "cursor",
-    "correlationId",
 }
 LOCAL_ORIGIN = (b"origin", b"http://localhost:5000")
 # Small limits keep size tests fast: frames over 1024 + 4096 bytes close 1009.

@@ -13,6 +13,7 @@ from sync.models import Broadcast
 from sync.services import get_realtime_sync, message_handler
 from sync.services.handlers import unregister
 from tests.conftest import PASSWORD
+from tests.contract import MESSAGE_KEYS, POLL_KEYS
 
 POLL = "/api/sync/poll"
 SEND = "/api/sync/send"
@@ -20,18 +21,6 @@ STATUS = "/api/sync/status"
 BROADCAST = "/api/sync/broadcast"
 TOKEN = "/api/auth/token"
 SCHEMA = "/api/schema/"
-
-POLL_KEYS = {"success", "messages", "timestamp", "count", "cursor", "hasMore", "gap"}
-MESSAGE_KEYS = {
-    "id",
-    "type",
-    "payload",
-    "timestamp",
-    "userId",
-    "topics",
-    "cursor",
-    "correlationId",
-}
 
 
 # Helpers ----------------------------------------------------------------------
