@@ -35,8 +35,7 @@ format: venv
 	$(BIN)/ruff format .
 
 bench: venv
-	@ls bench/*.py >/dev/null 2>&1 || { echo "No benchmarks yet."; exit 0; }
-	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+	$(BIN)/python -m bench.latency
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

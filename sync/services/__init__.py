@@ -8,8 +8,10 @@ Both are process-wide and created on first use (never at import), from the
 
 from __future__ import annotations
 
+import logging
 import threading
 
+from sync.conf import sync_settings
 from sync.services.connections import MemoryConnectionRegistry
 from sync.services.fanout import ChannelLayerFanout
 from sync.services.handlers import message_handler
@@ -23,6 +25,8 @@ __all__ = [
     "message_handler",
     "reset_services",
 ]
+
+logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _realtime_sync: RealtimeSync | None = None
@@ -53,6 +57,12 @@ def reset_services(store: MessageStore | None = None) -> RealtimeSync:
 
 def create_store() -> MessageStore:
     """The store backend the settings ask for."""
+    if sync_settings.REDIS_URL:
+        # Said once per process, so nobody mistakes this for a shared store.
+        logger.warning(
+            "REDIS_URL is set: the cache and channel layer use Redis, but the "
+            "message store is still in memory, one per process"
+        )
     return MemoryMessageStore()
 
 

@@ -1,369 +1,42 @@
-"""A real daphne process for end-to-end tests (SPEC §1, the production entry point).
+"""Fixtures running a real daphne process (see tests/support/live_server.py).
 
-``daphne_server(**env)`` serves ``config.asgi:application`` with the production
-settings module (``config.settings``, not ``tests.settings``) on its own copy of
-a migrated SQLite file, with the embedded defaults (no REDIS_URL) plus ``env``.
-Tests asking for the same ``env`` share one server for the whole session; every
-server is stopped at the end of the session. ``dedicated_daphne_server(**env)``
-starts a server nobody else uses (for tests that stop it, or count exactly what
-it holds), stopped at the end of the test.
+``daphne_server(**env)`` returns a server for those environment overrides;
+tests asking for the same ``env`` share one server for the whole session.
+``dedicated_daphne_server(**env)`` starts a server nobody else uses (for tests
+that stop it, or count exactly what it holds), stopped at the end of the test.
+A server that fails to start fails the test with daphne's log.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import json
-import os
-import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"
-# Generous for a loaded 2-core CI machine; daphne is usually up in ~2 s.
-START_TIMEOUT = 20.0
-STOP_TIMEOUT = 5.0
-REQUEST_TIMEOUT = 20.0
-CHUNK_BYTES = 8192
-
-# name -> is_staff; every user gets an API token and a password.
-USERS = {"alice": False, "bob": False, "carol": True}
-PASSWORD_PATTERN = "%s-e2e-password"
-CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-
-# What config/settings.py reads: the child starts from the documented defaults
-# whatever the developer's shell exports, then gets the test's overrides.
-CONFIG_PREFIXES = ("SYNC_", "DJANGO_", "DATABASE_")
-CONFIG_NAMES = frozenset(
-    {
-        "ALLOWED_HOSTS",
-        "CSRF_TRUSTED_ORIGINS",
-        "DEBUG",
-        "HOST",
-        "LOG_LEVEL",
-        "NUM_PROXIES",
-        "PORT",
-        "REDIS_URL",
-        "SECRET_KEY",
-        "SECURE_COOKIES",
-    }
+from tests.support.live_server import (
+    DaphneServer,
+    ServerFailed,
+    TemplateDatabase,
+    prepare_template_database,
+    start_daphne,
 )
 
-CREATE_USERS = """
-import json
-from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
-tokens = {}
-for name, is_staff in %r.items():
-    user = get_user_model().objects.create_user(
-        name, password=%r %% name, is_staff=is_staff
-    )
-    tokens[name] = Token.objects.create(user=user).key
-print("TOKENS=" + json.dumps(tokens))
-"""
-
-
-def child_env(database: Path, overrides: dict[str, str]) -> dict[str, str]:
-    """The environment of a manage.py or daphne child process."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in CONFIG_NAMES and not name.startswith(CONFIG_PREFIXES)
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DATABASE_URL=f"sqlite:///{database}",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(overrides)
-    return env
-
-
-def run_manage(database: Path, *args: str) -> str:
-    """Run ``manage.py <args>`` on `database`; return its standard output."""
-    completed = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=PROJECT_ROOT,
-        env=child_env(database, {}),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if completed.returncode != 0:
-        pytest.fail(f"manage.py {args[0]} failed:\n{completed.stderr}")
-    return completed.stdout
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
-
-
-def api_path(path: str, **params: Any) -> str:
-    """`path` with `params` as its query string."""
-    return f"{path}?{urlencode(params)}" if params else path
-
-
-def chunks_of(body: bytes) -> Iterator[bytes]:
-    """`body` in pieces, for a chunked request without Content-Length."""
-    for start in range(0, len(body), CHUNK_BYTES):
-        yield body[start : start + CHUNK_BYTES]
-
-
-@dataclass
-class Response:
-    """Status, lower-cased headers and body of one HTTP answer."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        """The body parsed as JSON."""
-        return json.loads(self.body)
-
-
-@dataclass(frozen=True)
-class TemplateDatabase:
-    """A migrated SQLite file with the e2e users, copied for each server."""
-
-    path: Path
-    tokens: dict[str, str]
-
-
-@dataclass
-class DaphneServer:
-    """A running daphne process and an HTTP client for it."""
-
-    port: int
-    tokens: dict[str, str]
-    process: subprocess.Popen
-    log_path: Path
-
-    @staticmethod
-    def password(user: str) -> str:
-        """The password of e2e user `user`."""
-        return PASSWORD_PATTERN % user
-
-    @property
-    def url(self) -> str:
-        """Base URL of the HTTP API."""
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        """URL of the WebSocket endpoint."""
-        return f"ws://{HOST}:{self.port}/ws"
-
-    def websocket_url(self, user: str | None = None, **params: Any) -> str:
-        """`ws_url` authenticated by ``?token=`` as `user`, with `params`."""
-        if user is not None:
-            params = {"token": self.tokens[user], **params}
-        return api_path(self.ws_url, **params)
-
-    def log(self) -> str:
-        """Everything the server wrote to stdout and stderr so far."""
-        return self.log_path.read_text(errors="replace")
-
-    def auth_headers(self, user: str | None) -> dict[str, str]:
-        """``Authorization: Token <key>`` for `user`; nothing for None."""
-        if user is None:
-            return {}
-        return {"Authorization": f"Token {self.tokens[user]}"}
-
-    def start_request(
-        self,
-        method: str,
-        path: str,
-        *,
-        user: str | None = None,
-        data: Any = None,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        chunked: bool = False,
-        timeout: float = REQUEST_TIMEOUT,
-    ) -> http.client.HTTPConnection:
-        """Send a request on a new connection; read it with `finish`."""
-        all_headers = {**self.auth_headers(user), **(headers or {})}
-        if data is not None:
-            body = json.dumps(data).encode()
-            all_headers.setdefault("Content-Type", "application/json")
-        connection = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
-        if chunked:
-            all_headers["Transfer-Encoding"] = "chunked"
-            connection.request(
-                method, path, chunks_of(body or b""), all_headers, encode_chunked=True
-            )
-        else:
-            connection.request(method, path, body, all_headers)
-        return connection
-
-    @staticmethod
-    def finish(connection: http.client.HTTPConnection) -> Response:
-        """Read the answer to a request sent by `start_request`."""
-        try:
-            answer = connection.getresponse()
-            headers = {name.lower(): value for name, value in answer.getheaders()}
-            return Response(answer.status, headers, answer.read())
-        finally:
-            connection.close()
-
-    def request(self, method: str, path: str, **options: Any) -> Response:
-        """One request on its own connection (see `start_request`)."""
-        return self.finish(self.start_request(method, path, **options))
-
-    def poll(self, user: str, **params: Any) -> dict[str, Any]:
-        """GET /api/sync/poll as `user`; the 200 body."""
-        response = self.request("GET", api_path("/api/sync/poll", **params), user=user)
-        assert response.status == 200, response.body
-        return response.json()
-
-    def send(self, user: str, type: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """POST /api/sync/send as `user`; the success body."""
-        message = {"type": type, "payload": payload}
-        response = self.request("POST", "/api/sync/send", user=user, data=message)
-        assert response.status in (200, 201), response.body
-        return response.json()
-
-    def broadcast(
-        self,
-        user: str,
-        type: str,
-        payload: dict[str, Any],
-        topics: list[str] | None = None,
-    ) -> dict:
-        """POST /api/sync/broadcast as staff `user` (to `topics`); the success body."""
-        message: dict[str, Any] = {"type": type, "payload": payload}
-        if topics is not None:
-            message["topics"] = topics
-        response = self.request("POST", "/api/sync/broadcast", user=user, data=message)
-        assert response.status in (200, 201), response.body
-        return response.json()
-
-    def status(self, user: str = "carol") -> dict[str, Any]:
-        """GET /api/sync/status as `user`; the ``status`` object."""
-        response = self.request("GET", "/api/sync/status", user=user)
-        assert response.status == 200, response.body
-        return response.json()["status"]
-
-    def session_cookie(self, user: str) -> str:
-        """Log `user` in through /accounts/login/ as a browser does.
-
-        Returns the ``Cookie`` header value carrying the new session.
-        """
-        form = self.request("GET", "/accounts/login/")
-        csrf_token = SimpleCookie(form.headers["set-cookie"])["csrftoken"].value
-        fields = {
-            "username": user,
-            "password": self.password(user),
-            "csrfmiddlewaretoken": CSRF_FIELD.search(form.body.decode())[1],
-        }
-        connection = self.start_request(
-            "POST",
-            "/accounts/login/",
-            body=urlencode(fields).encode(),
-            headers={
-                "Content-Type": "application/x-www-form-urlencoded",
-                "Cookie": f"csrftoken={csrf_token}",
-            },
-        )
-        try:
-            answer = connection.getresponse()
-            answer.read()
-        finally:
-            connection.close()
-        assert answer.status == 302, f"login of {user} failed ({answer.status})"
-        cookies = SimpleCookie()
-        for header in answer.headers.get_all("Set-Cookie", []):
-            cookies.load(header)
-        return f"sessionid={cookies['sessionid'].value}"
-
-    def head_cursor(self, user: str) -> str:
-        """A cursor after everything `user` can see right now."""
-        page = self.poll(user, since=0, limit=1000)
-        while page["hasMore"]:
-            page = self.poll(user, cursor=page["cursor"], limit=1000)
-        return page["cursor"]
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if daphne has not exited in STOP_TIMEOUT."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT)
-
-
-def start_daphne(
+def start_or_fail(
     template: TemplateDatabase, directory: Path, overrides: dict[str, str]
 ) -> DaphneServer:
-    """Start daphne on a copy of the template database; wait until it listens."""
-    database = directory / "db.sqlite3"
-    shutil.copyfile(template.path, database)
-    port = free_port()
-    log_path = directory / "daphne.log"
-    command = [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*command, "config.asgi:application"],
-            cwd=PROJECT_ROOT,
-            env=child_env(database, overrides),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = DaphneServer(port, template.tokens, process, log_path)
     try:
-        wait_until_listening(server)
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
-def wait_until_listening(server: DaphneServer) -> None:
-    """Return once the port accepts connections; fail if daphne dies or hangs."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(
-                f"daphne exited with {server.process.returncode} before "
-                f"listening on {server.port}:\n{server.log()}"
-            )
-        with contextlib.suppress(OSError):
-            socket.create_connection((HOST, server.port), timeout=0.5).close()
-            return
-        time.sleep(0.05)
-    pytest.fail(f"daphne did not listen within {START_TIMEOUT} s:\n{server.log()}")
+        return start_daphne(template, directory, overrides)
+    except ServerFailed as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")
 def e2e_template_database(tmp_path_factory) -> TemplateDatabase:
     """Migrate once per session (slow), with alice, bob and staff carol."""
-    path = tmp_path_factory.mktemp("e2e-template") / "db.sqlite3"
-    run_manage(path, "migrate", "--noinput")
-    script = CREATE_USERS % (USERS, PASSWORD_PATTERN)
-    output = run_manage(path, "shell", "-c", script)
-    lines = [line for line in output.splitlines() if line.startswith("TOKENS=")]
-    assert lines, f"no tokens printed by manage.py shell:\n{output}"
-    return TemplateDatabase(path, json.loads(lines[-1].removeprefix("TOKENS=")))
+    return prepare_template_database(tmp_path_factory.mktemp("e2e-template"))
 
 
 @pytest.fixture(scope="session")
@@ -380,7 +53,7 @@ def daphne_server(
         key = tuple(sorted((name, str(value)) for name, value in env.items()))
         if key not in servers:
             directory = tmp_path_factory.mktemp("e2e-server")
-            servers[key] = start_daphne(e2e_template_database, directory, dict(key))
+            servers[key] = start_or_fail(e2e_template_database, directory, dict(key))
         server = servers[key]
         if server.process.poll() is not None:
             pytest.fail(f"daphne (env {dict(key)}) has died:\n{server.log()}")
@@ -411,7 +84,7 @@ def dedicated_daphne_server(
     def start(**env: Any) -> DaphneServer:
         directory = tmp_path_factory.mktemp("e2e-dedicated-server")
         overrides = {name: str(value) for name, value in env.items()}
-        started.append(start_daphne(e2e_template_database, directory, overrides))
+        started.append(start_or_fail(e2e_template_database, directory, overrides))
         return started[-1]
 
     yield start

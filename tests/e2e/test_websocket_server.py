@@ -26,7 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.contract import MESSAGE_KEYS
-from tests.e2e.conftest import HOST
+from tests.support.live_server import HOST
 
 pytestmark = pytest.mark.e2e
 
