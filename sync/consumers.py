@@ -209,8 +209,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         if self.stream is None or self.closed:
             return
         self.last_seen = asyncio.get_running_loop().time()
-        raw = text_data if text_data is not None else bytes_data
-        if len(raw.encode() if isinstance(raw, str) else raw) > max_body_bytes():
+        if _frame_too_big(text_data if text_data is not None else bytes_data):
             await self.close(code=CLOSE_TOO_BIG)
             return
         count = self.frame_counter.hit()
@@ -327,6 +326,15 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         rate = sync_settings.rate_limit
         hit = await sync_to_async(hit_shared)(f"ws:user:{user.pk}", rate)
         return hit.over(rate)
+
+
+def _frame_too_big(raw: str | bytes) -> bool:
+    """Over max_body_bytes() in UTF-8, encoding only when length can't tell."""
+    limit = max_body_bytes()
+    if isinstance(raw, bytes) or len(raw) > limit:
+        return len(raw) > limit
+    # A character takes 1 to 4 bytes: most frames are decided without encoding.
+    return len(raw) * 4 > limit and len(raw.encode()) > limit
 
 
 def _parse_leniently(text: str | None) -> Any:

@@ -29,19 +29,24 @@ class Hit:
 def hit_shared(identity: str, rate: Rate, now: float | None = None) -> Hit:
     """Count one event for `identity` in the cache shared by all processes.
 
-    One atomic increment per event; the key expires with its window.
+    One atomic increment per event (one round trip to Redis); only the first
+    event of a window also creates the key, which expires with the window.
     """
     now = time.time() if now is None else now
     window = int(now // rate.window)
     key = f"{CACHE_PREFIX}:{identity}:{rate.window}:{window}"
-    cache.add(key, 0, timeout=rate.window + 1)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add() and incr()
-        cache.add(key, 1, timeout=rate.window + 1)
-        count = 1
+    count = _increment(key, timeout=rate.window + 1)
     retry_after = max(1, math.ceil((window + 1) * rate.window - now))
     return Hit(count, retry_after)
+
+
+def _increment(key: str, timeout: int) -> int:
+    try:
+        return cache.incr(key)
+    except ValueError:  # no counter yet in this window
+        if cache.add(key, 1, timeout=timeout):
+            return 1
+        return cache.incr(key)  # another process created it meanwhile
 
 
 class LocalWindowCounter:
