@@ -12,6 +12,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_str
+from sync.conf import DEFAULTS as SYNC_DEFAULTS
 from sync.rates import parse_rate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -175,15 +176,52 @@ def _rate(name: str, default: str) -> str:
 
 
 SYNC = {
-    "MESSAGE_TTL": env_int("SYNC_MESSAGE_TTL", 300, minimum=1),
-    "QUEUE_MAX_MESSAGES": env_int("SYNC_QUEUE_MAX_MESSAGES", 1000, minimum=1),
-    "CLEANUP_INTERVAL": env_int("SYNC_CLEANUP_INTERVAL", 60, minimum=1),
-    "HEARTBEAT_INTERVAL": env_int("SYNC_HEARTBEAT_INTERVAL", 30, minimum=1),
-    "RATE_LIMIT": _rate("SYNC_RATE_LIMIT", "1000/15m"),
-    "MAX_PAYLOAD_BYTES": env_int("SYNC_MAX_PAYLOAD_BYTES", 65536, minimum=64),
-    "POLL_MAX_WAIT": env_int("SYNC_POLL_MAX_WAIT", 30, minimum=0),
-    "WS_RATE_LIMIT": _rate("SYNC_WS_RATE_LIMIT", "100/10s"),
-    "WEBSOCKET_ENABLED": env_bool("SYNC_WEBSOCKET_ENABLED", True),
+    "MESSAGE_TTL": env_int("SYNC_MESSAGE_TTL", SYNC_DEFAULTS["MESSAGE_TTL"], minimum=1),
+    "QUEUE_MAX_MESSAGES": env_int(
+        "SYNC_QUEUE_MAX_MESSAGES", SYNC_DEFAULTS["QUEUE_MAX_MESSAGES"], minimum=1
+    ),
+    "CLEANUP_INTERVAL": env_int(
+        "SYNC_CLEANUP_INTERVAL", SYNC_DEFAULTS["CLEANUP_INTERVAL"], minimum=1
+    ),
+    "HEARTBEAT_INTERVAL": env_int(
+        "SYNC_HEARTBEAT_INTERVAL", SYNC_DEFAULTS["HEARTBEAT_INTERVAL"], minimum=1
+    ),
+    "RATE_LIMIT": _rate("SYNC_RATE_LIMIT", SYNC_DEFAULTS["RATE_LIMIT"]),
+    "MAX_PAYLOAD_BYTES": env_int(
+        "SYNC_MAX_PAYLOAD_BYTES", SYNC_DEFAULTS["MAX_PAYLOAD_BYTES"], minimum=64
+    ),
+    "POLL_MAX_WAIT": env_int(
+        "SYNC_POLL_MAX_WAIT", SYNC_DEFAULTS["POLL_MAX_WAIT"], minimum=0
+    ),
+    "WS_RATE_LIMIT": _rate("SYNC_WS_RATE_LIMIT", SYNC_DEFAULTS["WS_RATE_LIMIT"]),
+    "WEBSOCKET_ENABLED": env_bool(
+        "SYNC_WEBSOCKET_ENABLED", SYNC_DEFAULTS["WEBSOCKET_ENABLED"]
+    ),
+    "WS_MAX_CONNECTIONS_PER_USER": env_int(
+        "SYNC_WS_MAX_CONNECTIONS_PER_USER",
+        SYNC_DEFAULTS["WS_MAX_CONNECTIONS_PER_USER"],
+        minimum=1,
+    ),
+    "WS_MAX_PENDING_BYTES": env_int(
+        "SYNC_WS_MAX_PENDING_BYTES",
+        SYNC_DEFAULTS["WS_MAX_PENDING_BYTES"],
+        minimum=65536,
+    ),
+    "POLL_MAX_WAITING_PER_USER": env_int(
+        "SYNC_POLL_MAX_WAITING_PER_USER",
+        SYNC_DEFAULTS["POLL_MAX_WAITING_PER_USER"],
+        minimum=1,
+    ),
+    "CORS_ALLOWED_ORIGINS": env_list(
+        "SYNC_CORS_ALLOWED_ORIGINS", SYNC_DEFAULTS["CORS_ALLOWED_ORIGINS"]
+    ),
+    "STORE_MAX_BYTES": env_int(
+        "SYNC_STORE_MAX_BYTES", SYNC_DEFAULTS["STORE_MAX_BYTES"], minimum=1_048_576
+    ),
+    "METRICS_ALLOW": env_list("SYNC_METRICS_ALLOW", SYNC_DEFAULTS["METRICS_ALLOW"]),
+    "TOPIC_AUTHORIZER": env_str(
+        "SYNC_TOPIC_AUTHORIZER", SYNC_DEFAULTS["TOPIC_AUTHORIZER"]
+    ),
     "REDIS_URL": REDIS_URL,
 }
 

@@ -31,6 +31,22 @@ DEFAULTS: dict[str, Any] = {
     "WS_RATE_LIMIT": "100/10s",
     # False serves no WebSocket at all (to exercise the polling fallback).
     "WEBSOCKET_ENABLED": True,
+    # Open sockets one user may hold; one more is closed with 4429.
+    "WS_MAX_CONNECTIONS_PER_USER": 50,
+    # Unsent output one socket may hold; past it the socket is closed with
+    # 4413 (slow consumer) and resumes by cursor once it reconnects.
+    "WS_MAX_PENDING_BYTES": 1_048_576,
+    # Long polls one user may keep waiting at once; one more gets 429.
+    "POLL_MAX_WAITING_PER_USER": 20,
+    # Origins allowed cross-origin (CORS on /api/, WebSocket Origin check).
+    "CORS_ALLOWED_ORIGINS": [],
+    # Bytes all queues of the in-memory store may hold together; past it the
+    # oldest messages go first and readers behind them get gap/recovered=false.
+    "STORE_MAX_BYTES": 268_435_456,
+    # Who may read /metrics besides staff: a list of client IPs (unset: staff).
+    "METRICS_ALLOW": [],
+    # Dotted path to f(user, topic) -> bool, asked on every subscription.
+    "TOPIC_AUTHORIZER": None,
     # Set: store, channel layer and cache live in Redis, shared by all instances.
     "REDIS_URL": None,
 }

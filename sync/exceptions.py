@@ -46,6 +46,13 @@ class InvalidJSON(SyncError):
     default_detail = "The body is not valid JSON."
 
 
+class InvalidUnicode(SyncError):
+    """A string holds a lone surrogate (such as "\\udc00"): not valid Unicode."""
+
+    default_code = "invalid_unicode"
+    default_detail = "Strings must be valid Unicode (no lone surrogates)."
+
+
 class InvalidMessage(SyncError):
     """The body or frame is JSON but not an object."""
 
@@ -120,6 +127,14 @@ class InvalidTopics(SyncError):
     )
 
 
+class ForbiddenTopic(SyncError):
+    """The topic authorizer refused one of the topics asked for."""
+
+    status_code = status.HTTP_403_FORBIDDEN
+    default_code = "forbidden_topic"
+    default_detail = "You may not subscribe to this topic."
+
+
 class InvalidCorrelationId(SyncError):
     """The correlation id is not a short string."""
 
@@ -176,3 +191,12 @@ class ServiceUnavailable(SyncError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_code = "service_unavailable"
     default_detail = "The message store is unavailable; try again shortly."
+
+
+class TooManyWaitingPolls(SyncError):
+    """The user already holds SYNC_POLL_MAX_WAITING_PER_USER waiting long polls."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "throttled"
+    default_detail = "Too many long polls waiting at once; retry shortly."
+    retry_after = 1
