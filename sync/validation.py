@@ -15,13 +15,28 @@ from typing import Any
 
 from sync import exceptions
 from sync.conf import MAX_PAYLOAD_DEPTH, MAX_TOPICS, sync_settings
+from sync.parsers import is_valid_unicode
 
 TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 # Topics become channel-layer group names, which allow no colon.
 TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_CORRELATION_ID_LENGTH = 128
 
-RESERVED_TYPES = frozenset({"announcement", "error", "ping", "pong"})
+# Lower case: clients may not pass for the server in any case ("DATA.updated").
+# The protocol names are here so no tab can fake an ack or a subscription.
+RESERVED_TYPES = frozenset(
+    {
+        "announcement",
+        "error",
+        "ping",
+        "pong",
+        "ack",
+        "subscribe",
+        "subscribed",
+        "unsubscribe",
+        "unsubscribed",
+    }
+)
 RESERVED_PREFIXES = ("data.", "notification.", "system.", "sync.", "connection.")
 # Keys that reach Object.prototype when a JS client merges a payload.
 FORBIDDEN_KEYS = frozenset({"__proto__", "constructor", "prototype"})
@@ -55,8 +70,9 @@ def validate_type(value: Any, *, from_client: bool) -> str:
 
 
 def is_reserved_type(value: str) -> bool:
-    """True for types only server publishers may use."""
-    return value in RESERVED_TYPES or value.startswith(RESERVED_PREFIXES)
+    """True for types only server publishers may use, in any letter case."""
+    folded = value.lower()
+    return folded in RESERVED_TYPES or folded.startswith(RESERVED_PREFIXES)
 
 
 def validate_payload(value: Any) -> dict[str, Any]:
@@ -68,21 +84,35 @@ def validate_payload(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise exceptions.InvalidPayload(details={"field": "payload"})
     check_payload_shape(value)
-    try:
-        encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError):
-        raise exceptions.InvalidPayload(
-            "Payload must contain only JSON values (no NaN or Infinity).",
-            details={"field": "payload"},
-        ) from None
+    encoded = _encode_payload(value)
     limit = sync_settings.MAX_PAYLOAD_BYTES
-    size = len(encoded.encode())
+    size = len(encoded)
     if size > limit:
         raise exceptions.PayloadTooLarge(
             f"Payload is {size} bytes; the limit is {limit}.",
             details={"field": "payload", "size": size, "limit": limit},
         )
     return json.loads(encoded)
+
+
+def _encode_payload(payload: dict[str, Any]) -> bytes:
+    """Serialize as UTF-8, which refuses the lone surrogates JSON would escape."""
+    try:
+        text = json.dumps(
+            payload, allow_nan=False, ensure_ascii=False, separators=(",", ":")
+        )
+    except (TypeError, ValueError):
+        raise exceptions.InvalidPayload(
+            "Payload must contain only JSON values (no NaN or Infinity).",
+            details={"field": "payload"},
+        ) from None
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise exceptions.InvalidUnicode(
+            "Payload holds a string that is not valid Unicode.",
+            details={"field": "payload"},
+        ) from None
 
 
 def check_payload_shape(payload: dict[str, Any]) -> None:
@@ -122,6 +152,16 @@ def validate_topics(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+def validate_topic_field(value: Any) -> tuple[str, ...]:
+    """A `topics` field sent on the wire: an array, never null."""
+    if value is None:
+        raise exceptions.InvalidTopics(
+            "topics must be an array; leave it out to mean everyone.",
+            details={"field": "topics"},
+        )
+    return validate_topics(value)
+
+
 def parse_topic_list(text: str | None) -> tuple[str, ...]:
     """Parse ``a,b`` from a query string into validated topics."""
     if not text:
@@ -135,6 +175,8 @@ def validate_correlation_id(value: Any) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > MAX_CORRELATION_ID_LENGTH:
         raise exceptions.InvalidCorrelationId(details={"field": "correlationId"})
+    if not is_valid_unicode(value):
+        raise exceptions.InvalidUnicode(details={"field": "correlationId"})
     return value
 
 
@@ -174,7 +216,7 @@ def validate_broadcast(data: Any) -> MessageInput:
     return MessageInput(
         type=validate_type(fields.get("type"), from_client=False),
         payload=validate_payload(fields.get("payload", {})),
-        topics=validate_topics(fields.get("topics")),
+        topics=validate_topic_field(fields["topics"]) if "topics" in fields else (),
     )
 
 
@@ -208,4 +250,4 @@ def validate_subscription(frame: Mapping[str, Any]) -> tuple[str, ...]:
         raise exceptions.InvalidTopics(
             "topics is required.", details={"field": "topics"}
         )
-    return validate_topics(payload["topics"])
+    return validate_topic_field(payload["topics"])

@@ -18,11 +18,16 @@ from sync.validation import (
     validate_client_message,
     validate_correlation_id,
     validate_payload,
+    validate_subscription,
     validate_topics,
     validate_type,
 )
 
 RESERVED_TYPES = ["announcement", "error", "ping", "pong"]
+# Names of server frames (and WebSocket protocol frames): a tab sending one
+# would show its other tabs what looks like the server speaking.
+PROTOCOL_TYPES = ["ack", "subscribed", "unsubscribed", "subscribe", "unsubscribe"]
+LONE_SURROGATE = "\udc00"
 RESERVED_PREFIXES = ["data.", "notification.", "system.", "sync.", "connection."]
 
 
@@ -106,8 +111,41 @@ def test_reserved_prefix_is_refused_from_clients(prefix):
         validate_type(f"{prefix}updated", from_client=True)
 
 
+@pytest.mark.parametrize("value", PROTOCOL_TYPES)
+def test_protocol_names_are_refused_from_clients(value):
+    with rejected(exceptions.ReservedType, "reserved_type"):
+        validate_type(value, from_client=True)
+
+
 @pytest.mark.parametrize(
-    "value", [*RESERVED_TYPES, *(f"{prefix}updated" for prefix in RESERVED_PREFIXES)]
+    "value",
+    [
+        "DATA.updated",
+        "Data.Updated",
+        "Announcement",
+        "ERROR",
+        "Ping",
+        "ACK",
+        "Subscribed",
+        "UnSubscribed",
+        "SYSTEM.restart",
+        "Connection.established",
+    ],
+)
+def test_reserved_types_are_refused_in_any_letter_case(value):
+    with rejected(exceptions.ReservedType, "reserved_type"):
+        validate_type(value, from_client=True)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        *RESERVED_TYPES,
+        *PROTOCOL_TYPES,
+        "DATA.updated",
+        "Announcement",
+        *(f"{prefix}updated" for prefix in RESERVED_PREFIXES),
+    ],
 )
 def test_reserved_types_are_allowed_from_the_server(value):
     assert validate_type(value, from_client=False) == value
@@ -218,6 +256,27 @@ def test_poisonous_words_are_fine_as_values(key):
     assert validate_payload(payload) == payload
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param({"text": LONE_SURROGATE}, id="value"),
+        pytest.param({LONE_SURROGATE: 1}, id="key"),
+        pytest.param({"a": [{"b": "ok" + "\ud800"}]}, id="nested"),
+    ],
+)
+def test_payload_with_a_lone_surrogate_is_invalid_unicode(payload):
+    # Python publishers can build such strings; JSON would escape them and
+    # store a message no later read could encode.
+    with rejected(exceptions.InvalidUnicode, "invalid_unicode"):
+        validate_payload(payload)
+
+
+def test_payload_with_characters_beyond_the_bmp_is_accepted():
+    # JSON writes these as surrogate pairs ("\\ud83d\\ude00"): valid Unicode.
+    payload = {"emoji": "\U0001f600"}
+    assert validate_payload(payload) == payload
+
+
 def test_accepted_payload_is_a_private_copy():
     original = {"items": [1, 2], "nested": {"x": 1}}
     accepted = validate_payload(original)
@@ -289,7 +348,14 @@ def test_bad_correlation_id_is_invalid_correlation_id(value):
         validate_correlation_id(value)
 
 
-@pytest.mark.parametrize("value", [None, "", "req-1", "c" * 128])
+def test_correlation_id_with_a_lone_surrogate_is_invalid_unicode():
+    with pytest.raises(exceptions.InvalidUnicode) as caught:
+        validate_correlation_id("req-" + LONE_SURROGATE)
+    assert caught.value.code == "invalid_unicode"
+    assert caught.value.details == {"field": "correlationId"}
+
+
+@pytest.mark.parametrize("value", [None, "", "req-1", "c" * 128, "réq-\U0001f600"])
 def test_correlation_id_null_or_short_string_is_accepted(value):
     assert validate_correlation_id(value) == value
 
@@ -363,6 +429,21 @@ def test_broadcast_allows_reserved_types_and_topics():
     assert message.type == "announcement"
     assert message.payload == {"text": "hi"}
     assert message.topics == ("ops",)
+
+
+def test_broadcast_with_null_topics_is_invalid_topics():
+    # The schema says array: null is not a way to say "everyone".
+    with rejected(exceptions.InvalidTopics, "invalid_topics"):
+        validate_broadcast({"type": "news", "topics": None})
+
+
+def test_broadcast_without_topics_goes_to_everyone():
+    assert validate_broadcast({"type": "news"}).topics == ()
+
+
+def test_subscription_with_null_topics_is_invalid_topics():
+    with rejected(exceptions.InvalidTopics, "invalid_topics"):
+        validate_subscription({"type": "subscribe", "payload": {"topics": None}})
 
 
 def test_broadcast_with_bad_topics_is_invalid_topics():
