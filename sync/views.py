@@ -15,6 +15,7 @@ from sync.permissions import IsStaff
 from sync.query_params import parse_poll_query
 from sync.services import get_message_queue, get_realtime_sync
 from sync.services.polling import poll
+from sync.topic_access import aauthorize_topics
 from sync.validation import validate_broadcast, validate_client_message
 
 POLL_ENDPOINT = "/api/sync/poll"
@@ -35,6 +36,7 @@ class PollView(SyncAPIView):
     )
     async def get(self, request):
         query = parse_poll_query(request.query_params)
+        await aauthorize_topics(request.user, query.topics)
         result = await poll(get_message_queue(), str(request.user.pk), query)
         return Response(
             {
