@@ -1,26 +1,28 @@
 """ASGI middleware for the WebSocket endpoint.
 
 - WebsocketSwitch: ``SYNC_WEBSOCKET_ENABLED=false`` refuses every handshake.
-- OriginCheck: a present Origin must match ALLOWED_HOSTS; a missing one is
-  admitted (only browsers send it; other clients authenticate by token).
-  Channels' AllowedHostsOriginValidator refuses a missing Origin.
-- TokenAuthMiddleware: ``?token=<key>`` for clients without a session.
+- OriginCheck: a present Origin must be this site (scheme, port and an allowed
+  host) or a trusted origin (``sync.origins``); a missing one is admitted (only
+  browsers send it; other clients authenticate by token). Channels'
+  AllowedHostsOriginValidator refuses a missing Origin and ignores the port.
+- TokenAuthMiddleware: ``Authorization: Token <key>`` or ``?token=<key>``.
 
 Settings are read per connection, so tests and reloads see current values.
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import WebsocketDenier
-from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.http.request import validate_host
 
 from sync.conf import sync_settings
+from sync.origins import header, websocket_origin_allowed
+
+TOKEN_KEYWORD = "token"
 
 
 def query_param(scope, name: str) -> str | None:
@@ -42,43 +44,51 @@ class WebsocketSwitch:
 
 
 class OriginCheck:
-    """Refuse (403) a handshake whose Origin host is not in ALLOWED_HOSTS."""
+    """Refuse (403) a handshake whose Origin is neither this site nor trusted.
+
+    Browsers send cookies with a cross-site WebSocket handshake, so without
+    this check any page could act as a logged-in user.
+    """
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        origin = dict(scope.get("headers", ())).get(b"origin")
-        if origin is not None and not origin_allowed(origin.decode("latin-1")):
+        origin = header(scope, "origin")
+        if origin is not None and not websocket_origin_allowed(origin, scope):
             return await WebsocketDenier()(scope, receive, send)
         return await self.app(scope, receive, send)
 
 
-def origin_allowed(origin: str) -> bool:
-    """True if the Origin's host matches ALLOWED_HOSTS (Django's rules)."""
-    try:
-        host = urlsplit(origin).hostname
-    except ValueError:
-        return False
-    if not host:  # "null" and other opaque origins
-        return False
-    if ":" in host:  # IPv6, written as ALLOWED_HOSTS writes it
-        host = f"[{host}]"
-    allowed = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]
-    return validate_host(host, allowed)
-
-
 class TokenAuthMiddleware(BaseMiddleware):
-    """Authenticate by ``?token=`` when the session did not."""
+    """Authenticate by a DRF token when one is presented; else keep the session.
+
+    A presented token decides, as on the HTTP API where token authentication
+    comes first: a bad token is not rescued by a session cookie. The header
+    wins over ``?token=``, which can land in access logs and browser history.
+    The key that authenticated is kept as ``scope["auth_token"]`` (None for a
+    session) so that deleting that token closes this socket.
+    """
 
     async def __call__(self, scope, receive, send):
-        user = scope.get("user")
-        token = query_param(scope, "token")
-        if token and (user is None or not user.is_authenticated):
-            scope = {**scope, "user": await user_for_token(token)}
+        key = presented_token(scope)
+        if key is None:
+            return await super().__call__({**scope, "auth_token": None}, receive, send)
+        user = await user_for_token(key)
+        auth_token = key if user.is_authenticated else None
+        scope = {**scope, "user": user, "auth_token": auth_token}
         return await super().__call__(scope, receive, send)
+
+
+def presented_token(scope) -> str | None:
+    """The token key from the Authorization header or ``?token=``, if any."""
+    authorization = header(scope, "authorization")
+    if authorization is not None:
+        keyword, _, key = authorization.strip().partition(" ")
+        if keyword.lower() == TOKEN_KEYWORD:
+            # A malformed "Token …" header is a presented, invalid credential.
+            return key.strip() if " " not in key.strip() else ""
+    return query_param(scope, "token")
 
 
 @database_sync_to_async
@@ -86,6 +96,8 @@ def user_for_token(key: str):
     """The active user owning DRF token `key`, or AnonymousUser."""
     from rest_framework.authtoken.models import Token
 
+    if not key:
+        return AnonymousUser()
     token = Token.objects.select_related("user").filter(key=key).first()
     if token is None or not token.user.is_active:
         return AnonymousUser()
