@@ -1,4 +1,4 @@
-"""Two fixes to daphne that SPEC §5's close codes depend on.
+"""Fixes to daphne that SPEC §4-§5 depend on, applied from config.asgi.
 
 1. daphne closes sockets through autobahn's ``sendClose``, which accepts only
    1000 and 3000-4999 from applications. RFC 6455 lets a server close with
@@ -6,29 +6,39 @@
    on them to reconnect or to shrink frames. For those two codes we write the
    close frame with autobahn's lower-level ``sendCloseFrame``, which makes the
    same state change without the check.
-2. On SIGTERM, ``Server.kill_all_applications`` reads
-   ``details["application_instance"]`` of every connection, but an HTTP
-   connection kept alive after its response has none. The KeyError aborts the
-   shutdown hook, so no application is cancelled: sockets never get their
-   1001 close and the interpreter then crashes finalizing pending coroutines.
-   We skip connections without an application, and also finish the tasks
-   Django's HTTP handler leaves behind when cancelled (a long poll's view).
-
-Both are applied when config.asgi is imported inside a daphne process.
+2. A clean shutdown. daphne's ``kill_all_applications`` cancels every
+   application at once (HTTP requests in flight get no answer at all, so a
+   caller cannot tell whether its send was stored) and aborts with a KeyError
+   on a kept-alive HTTP connection. Ours tells the service layer to shut down
+   (waiting long polls answer at once), closes sockets with 1001, lets HTTP
+   requests finish within a grace period, then finishes what is left behind.
+3. Unsent bytes per socket: twisted buffers whatever is written without
+   limit. We publish the transport's backlog to the application as the ASGI
+   extension ``sync.transport_backlog`` so the outbox can bound it (4413).
+4. No token in the access log: ``?token=`` is redacted from logged paths.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+
+from sync.services import lifecycle
 
 logger = logging.getLogger(__name__)
 
 PROTOCOL_CLOSE_CODES = frozenset({1001, 1009})
+# Seconds HTTP requests in flight get to finish on shutdown; long polls
+# answer at once, so only slow sends or broadcasts can use it up.
+REQUEST_GRACE_SECONDS = 5.0
+# Seconds left to the reactor to write the last responses out.
+FLUSH_SECONDS = 0.2
+TOKEN_IN_QUERY = re.compile(r"(?<=[?&]token=)[^&#\s]*", re.IGNORECASE)
 
 
 def patch_daphne() -> None:
-    """Apply both fixes once, if daphne is installed."""
+    """Apply every fix once, if daphne is installed."""
     try:
         from daphne.server import Server
         from daphne.ws_protocol import WebSocketProtocol
@@ -37,8 +47,15 @@ def patch_daphne() -> None:
     if getattr(Server, "_sync_patched", False):
         return
     _allow_protocol_close_codes(WebSocketProtocol)
+    _publish_transport_backlog(Server)
+    _redact_logged_tokens(Server)
     Server.kill_all_applications = _kill_all_applications
     Server._sync_patched = True
+
+
+def redact_tokens(path: str) -> str:
+    """`path` with the value of any ``token=`` query parameter hidden."""
+    return TOKEN_IN_QUERY.sub("[redacted]", path)
 
 
 def _allow_protocol_close_codes(protocol_class) -> None:
@@ -53,30 +70,77 @@ def _allow_protocol_close_codes(protocol_class) -> None:
     protocol_class.serverClose = server_close
 
 
+def _publish_transport_backlog(server_class) -> None:
+    original = server_class.create_application
+
+    def create_application(self, protocol, scope):
+        extensions = scope.setdefault("extensions", {})
+        extensions["sync.transport_backlog"] = lambda: unsent_bytes(protocol)
+        return original(self, protocol, scope)
+
+    server_class.create_application = create_application
+
+
+def unsent_bytes(protocol) -> int:
+    """Bytes a twisted transport holds that the peer has not taken yet."""
+    transport = getattr(protocol, "transport", None)
+    if transport is None:
+        return 0
+    buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(
+        transport, "offset", 0
+    )
+    return buffered + getattr(transport, "_tempDataLen", 0)
+
+
+def _redact_logged_tokens(server_class) -> None:
+    original = server_class.log_action
+
+    def log_action(self, protocol, action, details):
+        path = details.get("path")
+        if isinstance(path, str):
+            details = {**details, "path": redact_tokens(path)}
+        return original(self, protocol, action, details)
+
+    server_class.log_action = log_action
+
+
 def _kill_all_applications(self):
-    """daphne's shutdown hook, tolerating connections without an application."""
+    """daphne's shutdown hook: answer what is in flight, then stop."""
+    from daphne.ws_protocol import WebSocketProtocol
     from twisted.internet import defer
 
-    pending = [
-        instance
-        for details in self.connections.values()
-        if (instance := details.get("application_instance")) is not None
-        and not instance.done()
-    ]
-    for instance in pending:
-        instance.cancel()
-    logger.info("cancelled %d application instances for shutdown", len(pending))
-    return defer.Deferred.fromFuture(asyncio.ensure_future(_finish(pending)))
+    lifecycle.begin_shutdown()
+    sockets, requests = [], []
+    for protocol, details in list(self.connections.items()):
+        instance = details.get("application_instance")
+        if instance is None or instance.done():
+            continue  # a kept-alive HTTP connection between requests
+        if isinstance(protocol, WebSocketProtocol):
+            sockets.append(instance)
+        else:
+            requests.append(instance)
+    for instance in sockets:
+        instance.cancel()  # the consumer closes with 1001 on cancellation
+    logger.info(
+        "shutting down",
+        extra={"sockets": len(sockets), "requests_in_flight": len(requests)},
+    )
+    return defer.Deferred.fromFuture(asyncio.ensure_future(_finish(sockets, requests)))
 
 
-async def _finish(pending: list) -> None:
-    """Wait for cancelled applications, then for tasks they left behind.
+async def _finish(sockets: list, requests: list) -> None:
+    """Wait for sockets and requests, then for tasks they left behind.
 
     Django's ASGI handler, when cancelled, leaves its inner tasks (the view,
     the disconnect listener) running; a task still pending at interpreter
     exit can crash CPython while it is finalized.
     """
-    await asyncio.gather(*pending, return_exceptions=True)
+    if requests:
+        _, late = await asyncio.wait(requests, timeout=REQUEST_GRACE_SECONDS)
+        for instance in late:
+            instance.cancel()
+    await asyncio.gather(*sockets, *requests, return_exceptions=True)
+    await asyncio.sleep(FLUSH_SECONDS)
     current = asyncio.current_task()
     leftovers = [task for task in asyncio.all_tasks() if task is not current]
     for task in leftovers:

@@ -199,4 +199,4 @@ class TooManyWaitingPolls(SyncError):
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
     default_code = "throttled"
     default_detail = "Too many long polls waiting at once; retry shortly."
-    retry_after = 1
+    wait = 1  # DRF turns this into Retry-After

@@ -70,16 +70,17 @@ class ChannelLayerFanout:
         if layer is None:
             return
         event = event_for(entry)
-        try:
-            for group in groups_for(entry):
+        for group in groups_for(entry):
+            # Each group on its own: one failure must not starve the others.
+            try:
                 await layer.group_send(group, event)
-        except Exception:
-            # The message is already in the store: receivers catch up from it.
-            logger.warning(
-                "fan-out failed; receivers will catch up from the store",
-                extra={"message_id": entry.envelope["id"], "queue": entry.queue},
-                exc_info=True,
-            )
+            except Exception:
+                # The message is already in the store: receivers catch up.
+                logger.warning(
+                    "fan-out failed; receivers will catch up from the store",
+                    extra={"message_id": entry.envelope["id"], "queue": entry.queue},
+                    exc_info=True,
+                )
 
     def send(self, entry: StoredMessage) -> None:
         """Sync twin of asend, for views, signals and commands."""

@@ -11,17 +11,25 @@ Register with the decorator, from a module your AppConfig.ready() imports::
 A handler receives the stamped message (as stored: id, userId, timestamp…)
 and the sending user. It runs after the message is accepted and delivered, so
 a failing handler is logged and never turns an accepted message into an error.
-Sync and async handlers are both accepted.
+Sync and async handlers are both accepted. Over WebSocket, handlers run after
+the ack, in order per connection, in a task of their own (sync ones in worker
+threads, not on the one shared sync thread), so a slow handler never holds up
+the socket.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+
+from sync.exceptions import SyncError
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +73,67 @@ def run_handlers(message: dict[str, Any], user: Any) -> None:
 
 
 async def arun_handlers(message: dict[str, Any], user: Any) -> None:
-    """Call every handler of the message's type from async code."""
+    """Call every handler of the message's type from async code.
+
+    Sync handlers run in a worker thread of their own (with Django's
+    connection housekeeping), not on the one thread every sync view shares.
+    """
     for handler in handlers_for(message["type"]):
         try:
             if inspect.iscoroutinefunction(handler):
                 await handler(message, user)
             else:
-                await sync_to_async(handler)(message, user)
+                await database_sync_to_async(handler, thread_sensitive=False)(
+                    message, user
+                )
         except Exception:
             _log_failure(handler, message)
+
+
+class HandlersBusy(SyncError):
+    """Too many of this connection's messages still wait for their handlers."""
+
+    status_code = 429
+    default_code = "throttled"
+    default_detail = "Server-side handlers are busy; this message was not accepted."
+
+
+class HandlerQueue:
+    """One connection's handler calls, run in order by one task.
+
+    Bound: MAX_PENDING calls. A message that would need one more is refused
+    with ``throttled`` before it is stored, so nothing accepted is dropped.
+    """
+
+    MAX_PENDING = 100
+
+    def __init__(self) -> None:
+        self._pending: asyncio.Queue[tuple[dict[str, Any], Any]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    def check_room(self, message_type: str) -> None:
+        """Raise HandlersBusy if a message of this type could not be queued."""
+        if handlers_for(message_type) and self._pending.qsize() >= self.MAX_PENDING:
+            raise HandlersBusy(details={"limit": self.MAX_PENDING})
+
+    def submit(self, message: dict[str, Any], user: Any) -> None:
+        """Queue the handlers of an accepted message; returns at once."""
+        if not handlers_for(message["type"]):
+            return
+        self._pending.put_nowait((message, user))
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run())
+
+    def stop(self) -> None:
+        """The socket is gone: calls not started yet are dropped."""
+        if self._worker is not None:
+            self._worker.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            message, user = await self._pending.get()
+            with contextlib.suppress(Exception):
+                await arun_handlers(message, user)
 
 
 def _guarded(call: Callable, handler: Handler, message: dict, user: Any) -> None:

@@ -3,16 +3,61 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
 
+from sync.conf import sync_settings
+from sync.exceptions import TooManyWaitingPolls
 from sync.query_params import PollQuery
+from sync.services import lifecycle
 from sync.services.message_queue import MessageStore, ReadResult
+
+
+class WaitingPolls:
+    """Long polls waiting per user in this process, bounded per user.
+
+    Bound: ``SYNC_POLL_MAX_WAITING_PER_USER``. One more poll that would wait
+    is answered 429 (``throttled``, Retry-After 1) instead of parking.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def slot(self, user_id: str) -> Iterator[None]:
+        """Hold one waiting slot of `user_id`, or raise TooManyWaitingPolls."""
+        limit = sync_settings.POLL_MAX_WAITING_PER_USER
+        with self._lock:
+            if self._counts.get(user_id, 0) >= limit:
+                raise TooManyWaitingPolls(details={"limit": limit})
+            self._counts[user_id] = self._counts.get(user_id, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                remaining = self._counts[user_id] - 1
+                if remaining:
+                    self._counts[user_id] = remaining
+                else:
+                    del self._counts[user_id]
+
+    def count(self, user_id: str) -> int:
+        """Long polls of `user_id` waiting now."""
+        with self._lock:
+            return self._counts.get(user_id, 0)
+
+
+waiting_polls = WaitingPolls()
 
 
 async def poll(store: MessageStore, user_id: str, query: PollQuery) -> ReadResult:
     """Read the caller's page; if empty, wait up to `query.wait` for one.
 
     Each wake-up re-reads from the original position, so the answer is the
-    same page a plain poll would give at that moment.
+    same page a plain poll would give at that moment. On shutdown a waiting
+    poll answers with what it has (empty) rather than being cut off.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + query.wait
@@ -25,6 +70,25 @@ async def poll(store: MessageStore, user_id: str, query: PollQuery) -> ReadResul
             limit=query.limit,
         )
         remaining = deadline - loop.time()
-        if result.messages or result.gap or remaining <= 0:
+        if result.messages or result.gap or remaining <= 0 or lifecycle.shutting_down():
             return result
-        await store.wait_for_messages(user_id, result.position, remaining)
+        with waiting_polls.slot(user_id):
+            await _wait(store, user_id, result, remaining)
+
+
+async def _wait(
+    store: MessageStore, user_id: str, result: ReadResult, timeout: float
+) -> None:
+    """Until a message for the reader lands, shutdown begins, or `timeout`."""
+    arrival = asyncio.ensure_future(
+        store.wait_for_messages(user_id, result.position, timeout)
+    )
+    stop = lifecycle.shutdown_future()
+    try:
+        await asyncio.wait({arrival, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not arrival.done():
+            arrival.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await arrival

@@ -19,7 +19,7 @@ from sync import validation
 from sync.services.audit import record_broadcast
 from sync.services.connections import MemoryConnectionRegistry
 from sync.services.fanout import ChannelLayerFanout
-from sync.services.handlers import arun_handlers, run_handlers
+from sync.services.handlers import run_handlers
 from sync.services.message_queue import BROADCAST, MessageStore, StoredMessage
 
 DATA_UPDATED = "data.updated"
@@ -193,7 +193,11 @@ class RealtimeSync:
     async def asend_from_client(
         self, user: Any, message: validation.MessageInput
     ) -> dict[str, Any]:
-        """Async twin of send_from_client."""
+        """Async twin of send_from_client, without the handlers.
+
+        The caller runs them (see ``handlers.HandlerQueue``) once it has
+        answered the client, so a slow handler never delays the ack.
+        """
         envelope = build_message(
             message.type,
             message.payload,
@@ -201,7 +205,6 @@ class RealtimeSync:
             correlation_id=message.correlation_id,
         )
         await self._adeliver(envelope)
-        await arun_handlers(envelope, user)
         return envelope
 
     # Internals --------------------------------------------------------------

@@ -32,6 +32,7 @@ ESTABLISHED_KEYS = {
     "recovered",
 }
 LOCAL_ORIGIN = (b"origin", b"http://localhost:5000")
+LOCAL_HOST = (b"host", b"localhost:5000")  # the request the origin must match
 # Small limits keep size tests fast: frames over 1024 + 4096 bytes close 1009.
 SMALL_PAYLOAD_LIMIT = 1024
 SMALL_FRAME_LIMIT = SMALL_PAYLOAD_LIMIT + 4096
@@ -642,7 +643,7 @@ async def test_a_session_cookie_authenticates(ws_connect, user):
     session = client.cookies[settings.SESSION_COOKIE_NAME].value
     cookie = (b"cookie", f"{settings.SESSION_COOKIE_NAME}={session}".encode())
 
-    _, first = await ws_connect(headers=[cookie, LOCAL_ORIGIN])
+    _, first = await ws_connect(headers=[cookie, LOCAL_HOST, LOCAL_ORIGIN])
 
     assert_established(first, user, recovered=None)
 
@@ -806,8 +807,11 @@ async def test_a_foreign_origin_is_refused_at_the_handshake(user, origin):
 @pytest.mark.parametrize(
     "headers",
     [
-        pytest.param([LOCAL_ORIGIN], id="localhost"),
-        pytest.param([(b"origin", b"https://127.0.0.1")], id="loopback"),
+        pytest.param([LOCAL_HOST, LOCAL_ORIGIN], id="localhost"),
+        pytest.param(
+            [(b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1")],
+            id="loopback",
+        ),
         pytest.param([], id="no-origin"),
     ],
 )
@@ -821,7 +825,7 @@ async def test_websocket_disabled_refuses_every_handshake(user, sync_config):
     sync_config(WEBSOCKET_ENABLED=False)
     query = f"token={await token_for(user)}"
 
-    for path, headers in [("/ws", []), ("/ws/", [LOCAL_ORIGIN])]:
+    for path, headers in [("/ws", []), ("/ws/", [LOCAL_HOST, LOCAL_ORIGIN])]:
         connected, ws = await handshake(query, headers=headers, path=path)
         assert connected is False
         await ws.disconnect()

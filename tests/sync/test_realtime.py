@@ -14,7 +14,7 @@ from sync import exceptions
 from sync.models import Broadcast
 from sync.services import get_realtime_sync, message_handler
 from sync.services.fanout import BROADCAST_GROUP, topic_group, user_group
-from sync.services.handlers import unregister
+from sync.services.handlers import arun_handlers, unregister
 from sync.validation import MessageInput
 
 
@@ -220,16 +220,20 @@ def test_a_failing_handler_is_logged_and_the_message_still_accepted(registered, 
     assert "do-not-log" not in caplog.text
 
 
-async def test_async_handlers_run_from_the_async_send_path(registered):
-    received = asyncio.Event()
+async def test_the_async_send_path_leaves_handlers_to_run_after_the_ack(registered):
+    received = []
 
     @registered("todo.add")
     async def on_todo(message, user):
-        received.set()
+        received.append(message["id"])
 
-    await get_realtime_sync().asend_from_client(FakeUser, MessageInput("todo.add", {}))
+    sent = await get_realtime_sync().asend_from_client(
+        FakeUser, MessageInput("todo.add", {})
+    )
+    assert received == []  # the socket acks first (see HandlerQueue)
 
-    assert received.is_set()
+    await arun_handlers(sent, FakeUser)
+    assert received == [sent["id"]]
 
 
 async def test_fanout_sends_user_messages_to_the_users_group():

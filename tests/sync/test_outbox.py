@@ -1,0 +1,79 @@
+"""The per-socket outbox: ordered output, bounded in bytes (close 4413)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sync.outbox import CLOSE_SLOW_CONSUMER, Outbox
+
+
+class StuckClient:
+    """An ASGI `send` whose client stops reading after `reads` frames."""
+
+    def __init__(self, reads: int = 0) -> None:
+        self.sent: list[dict] = []
+        self.reads = reads
+        self.unblock = asyncio.Event()
+
+    async def __call__(self, message: dict) -> None:
+        if len(self.sent) >= self.reads:
+            await self.unblock.wait()
+        self.sent.append(message)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_frames_go_out_in_order_then_the_close():
+    client = StuckClient(reads=10)
+    outbox = Outbox(client, limit=1000)
+    for text in ("a", "b", "c"):
+        assert outbox.put_text(text)
+    outbox.close(1000)
+    await outbox.drain(1)
+
+    assert [message.get("text") for message in client.sent] == ["a", "b", "c", None]
+    assert client.sent[-1] == {"type": "websocket.close", "code": 1000}
+
+
+async def test_a_client_that_stops_reading_is_closed_4413_without_the_backlog():
+    client = StuckClient(reads=1)
+    outbox = Outbox(client, limit=100)
+    assert outbox.put_text("x" * 40)  # taken by the client
+    await settle()
+    assert outbox.put_text("y" * 40)  # written, never read
+    await settle()
+    assert outbox.put_text("z" * 40)  # waits in the outbox: 40 pending
+    assert outbox.put_text("w" * 40)  # 80 pending
+    assert not outbox.put_text("v" * 40)  # 120 > 100: slow consumer
+
+    assert outbox.overflowed
+    assert outbox.pending_bytes == 0  # the backlog was dropped
+    client.unblock.set()
+    await outbox.drain(1)
+    assert client.sent[-1] == {"type": "websocket.close", "code": CLOSE_SLOW_CONSUMER}
+    texts = [message.get("text", "") for message in client.sent]
+    assert not any(text.startswith(("z", "w", "v")) for text in texts)
+
+
+async def test_bytes_the_server_still_buffers_count_against_the_bound():
+    client = StuckClient(reads=100)
+    outbox = Outbox(client, limit=100, backlog=lambda: 90)
+
+    assert not outbox.put_text("x" * 20)
+    assert outbox.overflowed
+
+
+async def test_a_send_racing_the_clients_close_ends_quietly(caplog):
+    async def gone(message):
+        raise RuntimeError("Attempt to send on a closed protocol")
+
+    outbox = Outbox(gone, limit=100)
+    outbox.put_text("late")
+    await outbox.drain(1)
+
+    assert outbox.closed
+    assert not outbox.put_text("later")
+    assert "ERROR" not in caplog.text

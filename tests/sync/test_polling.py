@@ -1,0 +1,83 @@
+"""Long polls: the per-user bound on waiting polls, and answers on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from django.test import AsyncClient
+from rest_framework.authtoken.models import Token
+
+from sync.services import get_realtime_sync, lifecycle
+from sync.services.polling import waiting_polls
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def no_shutdown():
+    lifecycle.reset()
+    yield
+    lifecycle.reset()
+
+
+class TokenClient:
+    """An AsyncClient that sends the user's token with every GET."""
+
+    def __init__(self, key: str) -> None:
+        self.client = AsyncClient()
+        self.headers = {"Authorization": f"Token {key}"}
+
+    async def get(self, path: str, params: dict | None = None):
+        return await self.client.get(path, params or {}, headers=self.headers)
+
+
+async def client_for(user) -> TokenClient:
+    token, _ = await Token.objects.aget_or_create(user=user)
+    return TokenClient(token.key)
+
+
+async def wait_until_waiting(user, count: int) -> None:
+    for _ in range(200):
+        if waiting_polls.count(str(user.pk)) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} long polls never started waiting")
+
+
+async def test_one_long_poll_beyond_the_per_user_bound_gets_429(
+    user, other_user, sync_config
+):
+    sync_config(POLL_MAX_WAITING_PER_USER=2)
+    alice, bob = await client_for(user), await client_for(other_user)
+    waiting = [
+        asyncio.create_task(alice.get("/api/sync/poll", {"wait": "5"}))
+        for _ in range(2)
+    ]
+    await wait_until_waiting(user, 2)
+
+    refused = await alice.get("/api/sync/poll", {"wait": "5"})
+    bob_waits = asyncio.create_task(bob.get("/api/sync/poll", {"wait": "5"}))
+    await wait_until_waiting(other_user, 1)
+    plain = await alice.get("/api/sync/poll")  # not waiting: no bound
+
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "throttled"
+    assert refused.headers["Retry-After"] == "1"
+    assert plain.status_code == 200
+    await get_realtime_sync().abroadcast("announcement", {"n": 1})
+    answers = await asyncio.gather(*waiting, bob_waits)
+    assert [answer.json()["count"] for answer in answers] == [1, 1, 1]
+    assert waiting_polls.count(str(user.pk)) == 0
+
+
+async def test_shutdown_answers_waiting_long_polls_at_once(user):
+    alice = await client_for(user)
+    waiting = asyncio.create_task(alice.get("/api/sync/poll", {"wait": "20"}))
+    await wait_until_waiting(user, 1)
+
+    lifecycle.begin_shutdown()
+    answer = await asyncio.wait_for(waiting, 2)
+
+    assert answer.status_code == 200
+    assert answer.json()["messages"] == []
