@@ -11,3 +11,7 @@ class SyncConfig(AppConfig):
     def ready(self) -> None:
         # Registers the OpenAPI extension for our session authentication.
         from sync import schema  # noqa: F401
+        from sync.signals import connect_revocation_signals
+
+        # Deactivating or deleting a user, or deleting a token, closes sockets.
+        connect_revocation_signals()

@@ -1,0 +1,100 @@
+"""Closing the sockets of users and tokens that lost the right to connect.
+
+A revocation travels on the user's group, which every socket of that user
+already listens on, as ``{"type": "sync.revoke", "token": <key or None>}``:
+None closes every socket of the user, a key closes those opened with that
+token. The event reaches sockets at once wherever the channel layer does (this
+process, or every process with Redis). Changes it cannot reach (a shell on
+another host without Redis, ``QuerySet.update``) are caught by the heartbeat,
+which asks ``ais_still_authorized``.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
+from django.db import DEFAULT_DB_ALIAS, transaction
+
+from sync.services.fanout import user_group
+
+logger = logging.getLogger(__name__)
+
+REVOKE_EVENT = "sync.revoke"
+
+
+def revoke_event(token_key: str | None) -> dict[str, Any]:
+    """The channel-layer event; `token` None means every socket of the user."""
+    return {"type": REVOKE_EVENT, "token": token_key}
+
+
+async def _asend(user_id: Any, token_key: str | None) -> None:
+    """Group-send the revocation; a failing layer is logged, never raised.
+
+    Deleting a user in the admin must not fail because Redis is away: the
+    heartbeat's re-check still closes the socket within one interval.
+    """
+    try:
+        layer = get_channel_layer()
+        if layer is not None:
+            await layer.group_send(user_group(user_id), revoke_event(token_key))
+    except Exception:
+        logger.warning(
+            "revocation not sent; the heartbeat re-check will close the sockets",
+            extra={"user_id": str(user_id)},
+            exc_info=True,
+        )
+
+
+async def arevoke_user(user_id: Any) -> None:
+    """Close every open socket of the user (deactivated or deleted)."""
+    await _asend(user_id, None)
+
+
+async def arevoke_token(user_id: Any, token_key: str) -> None:
+    """Close the user's sockets that were opened with `token_key`."""
+    await _asend(user_id, token_key)
+
+
+def _send(user_id: Any, token_key: str | None) -> None:
+    """Sync bridge to _asend (which logs failures instead of raising)."""
+    async_to_sync(_asend)(user_id, token_key)
+
+
+def revoke_user(user_id: Any, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Sync twin of arevoke_user, sent once the transaction commits.
+
+    A rolled-back deactivation then revokes nothing; outside a transaction
+    Django runs the hook at once. For sync code (signals, views, commands);
+    async code awaits arevoke_user.
+    """
+    transaction.on_commit(partial(_send, user_id, None), using=using)
+
+
+def revoke_token(user_id: Any, token_key: str, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Sync twin of arevoke_token, sent once the transaction commits."""
+    transaction.on_commit(partial(_send, user_id, token_key), using=using)
+
+
+def still_authorized(user_id: Any, token_key: str | None) -> bool:
+    """True if the user exists and is active and, given a key, owns that token.
+
+    One query either way, cheap enough for every heartbeat of every socket.
+    """
+    if token_key is None:
+        users = get_user_model()._default_manager
+        return users.filter(pk=user_id, is_active=True).exists()
+    from rest_framework.authtoken.models import Token
+
+    tokens = Token.objects.filter(key=token_key, user_id=user_id)
+    return tokens.filter(user__is_active=True).exists()
+
+
+async def ais_still_authorized(user_id: Any, token_key: str | None) -> bool:
+    """Async twin of still_authorized, for the consumer's heartbeat."""
+    return await database_sync_to_async(still_authorized)(user_id, token_key)
