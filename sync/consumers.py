@@ -5,9 +5,14 @@ group and one group per subscribed topic, and delivers each message exactly
 once and in order: live events that skip ahead of the last queue sequence
 delivered trigger a store read first (see ``sync.services.streams``).
 
-Close codes: 4400 bad connection parameters, 4401 not authenticated, 4408
-silent for two heartbeats, 4409 messages were lost (reconnect with your
-cursor), 4429 too many frames or connections, 1009 frame too large, 1001
+Output goes through a byte-bounded outbox (``sync.outbox``), so a client
+that stops reading is closed with 4413 instead of growing the server's
+memory. Server-side handlers run after the ack, off the receive path.
+
+Close codes: 4400 bad connection parameters, 4401 not authenticated or
+revoked, 4403 forbidden topic on the connect URL, 4408 silent for two
+heartbeats, 4409 messages were lost (reconnect with your cursor), 4413 slow
+consumer, 4429 too many frames or open sockets, 1009 frame too large, 1001
 server shutting down.
 """
 
@@ -20,19 +25,22 @@ import logging
 import uuid
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from sync import frames
 from sync.conf import MAX_TOPICS, sync_settings
 from sync.exceptions import InvalidJSON, InvalidTopics, SyncError
 from sync.middleware import query_param
+from sync.outbox import CLOSE_SLOW_CONSUMER, Outbox, transport_backlog
 from sync.parsers import loads_strict, max_body_bytes
-from sync.ratelimit import LocalWindowCounter, hit_shared
+from sync.ratelimit import LocalWindowCounter
 from sync.services import get_realtime_sync
 from sync.services.cursors import decode_cursor
 from sync.services.fanout import BROADCAST_GROUP, topic_group, user_group
+from sync.services.handlers import HandlerQueue
+from sync.services.revocation import ais_still_authorized
 from sync.services.streams import ReaderStream, Verdict
+from sync.topic_access import aauthorize_topics
 from sync.validation import (
     parse_topic_list,
     validate_client_frame,
@@ -44,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN_TOPIC = 4403
 CLOSE_SILENT = 4408
 CLOSE_RESYNC = 4409
 CLOSE_THROTTLED = 4429
@@ -58,42 +67,58 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
 
     connection_id = ""
     stream: ReaderStream | None = None
+    outbox: Outbox | None = None
     accepted = False
     closed = False
+    registered = False
 
     # Connection lifecycle ---------------------------------------------------
 
     async def connect(self) -> None:
-        """Authenticate, join groups, replay from `cursor`, start heartbeats."""
+        """Authenticate, check limits, join groups, replay, start heartbeats."""
         await self.accept()
+        self.outbox = Outbox(
+            self.base_send,
+            sync_settings.WS_MAX_PENDING_BYTES,
+            transport_backlog(self.scope),
+        )
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
-        if await self._too_many_connections(user):
-            await self.close(code=CLOSE_THROTTLED)
             return
         try:
             cursor_text = query_param(self.scope, "cursor")
             cursor = decode_cursor(cursor_text) if cursor_text else None
             topics = parse_topic_list(query_param(self.scope, "topics"))
+            await aauthorize_topics(user, topics)
         except SyncError as error:
             await self.send_frame(frames.error(error.code, error.message, None))
-            await self.close(code=CLOSE_BAD_REQUEST)
+            forbidden = error.code == "forbidden_topic"
+            await self.close(CLOSE_FORBIDDEN_TOPIC if forbidden else CLOSE_BAD_REQUEST)
             return
+        self.sync = get_realtime_sync()
+        self.connection_id = uuid.uuid4().hex
+        if not self.sync.connections.try_open(
+            self.connection_id,
+            str(user.pk),
+            sync_settings.WS_MAX_CONNECTIONS_PER_USER,
+        ):
+            self.connection_id = ""
+            await self.close(code=CLOSE_THROTTLED)
+            return
+        self.registered = True
         await self._open(user, cursor, topics)
 
     async def _open(self, user, cursor, topics) -> None:
         self.user = user
-        self.connection_id = uuid.uuid4().hex
-        self.sync = get_realtime_sync()
+        self.auth_token = self.scope.get("auth_token")
         self.stream = ReaderStream(self.sync.store, str(user.pk), topics)
         self.delivery_lock = asyncio.Lock()
         self.frame_counter = LocalWindowCounter(sync_settings.ws_rate_limit)
+        self.handler_queue = HandlerQueue()
         self.last_seen = asyncio.get_running_loop().time()
         await self._join([user_group(user.pk), BROADCAST_GROUP])
         await self._join([topic_group(topic) for topic in topics])
-        self.sync.connections.opened(self.connection_id)
         self.sync.connections.subscribed(self.connection_id, len(topics))
         head = await self.stream.start(cursor)
         await self._replay(head, resumed=cursor is not None)
@@ -142,6 +167,8 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         the close frame is written, and the client sees an abrupt end.
         """
         self.closed = True
+        if self.outbox is not None:
+            self.outbox.stop()
         with contextlib.suppress(Exception):
             await send({"type": "websocket.close", "code": CLOSE_GOING_AWAY})
             async with asyncio.timeout(SHUTDOWN_CLOSE_WAIT):
@@ -153,28 +180,48 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         self.accepted = True
 
     async def close(self, code=None, reason=None) -> None:
-        if not self.closed:
-            self.closed = True
+        """Close after every frame already queued for the client."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.outbox is None:
             await super().close(code=code, reason=reason)
+        else:
+            self.outbox.close(1000 if code is None else code)
 
     async def _cleanup(self) -> None:
         """Forget the socket exactly once, however it ended."""
-        if self.stream is None or not self.connection_id:
+        if self.outbox is not None and self.closed:
+            # Let a close frame already queued go out; drop anything else.
+            await self.outbox.drain(SHUTDOWN_CLOSE_WAIT)
+        if self.outbox is not None:
+            self.outbox.stop()
+        if not self.registered:
             return
-        connection_id, self.connection_id = self.connection_id, ""
+        self.registered = False
+        connection_id = self.connection_id
         heartbeat = getattr(self, "heartbeat", None)
         if heartbeat is not None and heartbeat is not asyncio.current_task():
             heartbeat.cancel()
+        handler_queue = getattr(self, "handler_queue", None)
+        if handler_queue is not None:
+            handler_queue.stop()
         self.sync.connections.closed(connection_id)
-        groups = [user_group(self.user.pk), BROADCAST_GROUP]
-        groups += [topic_group(topic) for topic in self.stream.topics]
-        with contextlib.suppress(Exception):
-            for group in groups:
-                await self.channel_layer.group_discard(group, self.channel_name)
+        await self._leave_groups()
         logger.info(
             "websocket closed",
             extra={"connection_id": connection_id, "user_id": self.user.pk},
         )
+
+    async def _leave_groups(self) -> None:
+        if self.stream is None:
+            return
+        groups = [user_group(self.user.pk), BROADCAST_GROUP]
+        groups += [topic_group(topic) for topic in self.stream.topics]
+        for group in groups:
+            # One failing discard must not keep the others subscribed.
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(group, self.channel_name)
 
     # Messages from the channel layer ----------------------------------------
 
@@ -201,6 +248,18 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
                 extra={"connection_id": self.connection_id},
             )
             await self.close(code=CLOSE_RESYNC)
+
+    async def sync_revoke(self, event: dict[str, Any]) -> None:
+        """The user lost access, or the token that opened this socket is gone."""
+        if self.stream is None or self.closed:
+            return
+        token = event.get("token")
+        if token is None or token == self.auth_token:
+            logger.info(
+                "websocket access revoked",
+                extra={"connection_id": self.connection_id, "user_id": self.user.pk},
+            )
+            await self.close(code=CLOSE_UNAUTHENTICATED)
 
     # Frames from the client --------------------------------------------------
 
@@ -247,9 +306,14 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         elif kind == "unsubscribe":
             await self._unsubscribe(validate_subscription(frame), correlation)
         else:
-            message = validate_client_frame(frame)
-            sent = await self.sync.asend_from_client(self.user, message)
-            await self.send_frame(frames.ack(sent, correlation))
+            await self._accept_message(validate_client_frame(frame), correlation)
+
+    async def _accept_message(self, message, correlation) -> None:
+        """Store and deliver, ack, then hand to server-side handlers."""
+        self.handler_queue.check_room(message.type)
+        sent = await self.sync.asend_from_client(self.user, message)
+        await self.send_frame(frames.ack(sent, correlation))
+        self.handler_queue.submit(sent, self.user)
 
     async def _subscribe(self, topics, correlation) -> None:
         new = [topic for topic in topics if topic not in self.stream.topics]
@@ -258,11 +322,14 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
                 f"At most {MAX_TOPICS} topics per connection.",
                 details={"max": MAX_TOPICS},
             )
+        await aauthorize_topics(self.user, new)
         await self._join([topic_group(topic) for topic in new])
         async with self.delivery_lock:
             # Settle what the current topics still owe first, so the new
             # topics start from now and bring none of their older broadcasts.
             await self._fill_from_store()
+            if self.closed:  # the store had lost messages: 4409 is on its way
+                return
             self.stream.subscribe(new)
         await self._topics_changed("subscribed", correlation)
 
@@ -270,9 +337,18 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         gone = [topic for topic in topics if topic in self.stream.topics]
         self.stream.unsubscribe(gone)
         for topic in gone:
-            await self.channel_layer.group_discard(
-                topic_group(topic), self.channel_name
-            )
+            try:
+                await self.channel_layer.group_discard(
+                    topic_group(topic), self.channel_name
+                )
+            except Exception:
+                # The stream already ignores the topic, so the unsubscription
+                # holds; the stray events cost only a little traffic.
+                logger.warning(
+                    "leaving a topic group failed",
+                    extra={"connection_id": self.connection_id},
+                    exc_info=True,
+                )
         await self._topics_changed("unsubscribed", correlation)
 
     async def _topics_changed(self, kind: str, correlation) -> None:
@@ -285,8 +361,9 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
     async def _heartbeat(self) -> None:
         """Ping every interval; close 4408 after two silent intervals.
 
-        Each beat also checks the store, so a message whose live event was
-        the last one and got lost still arrives within one interval.
+        Each beat re-checks the user and token (4401 when revoked), and
+        checks the store, so a message whose live event was the last one and
+        got lost still arrives within one interval.
         """
         loop = asyncio.get_running_loop()
         interval = sync_settings.HEARTBEAT_INTERVAL
@@ -299,8 +376,21 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
                 return
             if loop.time() >= next_ping:
                 next_ping += interval
+                if not await self._still_authorized():
+                    await self.close(code=CLOSE_UNAUTHENTICATED)
+                    return
                 await self.send_frame(frames.ping())
                 await self._catch_up_if_behind()
+
+    async def _still_authorized(self) -> bool:
+        """Catches revocations made where no signal reached us (a shell, a
+        host without Redis): the user is active and its token still exists."""
+        try:
+            return await ais_still_authorized(self.user.pk, self.auth_token)
+        except Exception:
+            # A database hiccup is no proof of revocation: keep the socket.
+            logger.warning("authorization re-check failed", exc_info=True)
+            return True
 
     async def _catch_up_if_behind(self) -> None:
         if await self.stream.is_behind():
@@ -310,22 +400,27 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
     # Helpers -------------------------------------------------------------------
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
-        """Send one JSON frame."""
-        await self.send_json(frame)
-
-    @classmethod
-    async def encode_json(cls, content: dict[str, Any]) -> str:
-        """Compact JSON: frames cross the network once per receiver."""
-        return json.dumps(content, separators=(",", ":"))
+        """Queue one JSON frame; a client too far behind is closed with 4413."""
+        if self.closed or self.outbox is None:
+            return
+        if not self.outbox.put_text(encode_frame(frame)):
+            self.closed = True
+            logger.warning(
+                "slow consumer: closing",
+                extra={
+                    "connection_id": self.connection_id,
+                    "code": CLOSE_SLOW_CONSUMER,
+                },
+            )
 
     async def _join(self, groups: list[str]) -> None:
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
 
-    async def _too_many_connections(self, user) -> bool:
-        rate = sync_settings.rate_limit
-        hit = await sync_to_async(hit_shared)(f"ws:user:{user.pk}", rate)
-        return hit.over(rate)
+
+def encode_frame(frame: dict[str, Any]) -> str:
+    """Compact ASCII JSON (the outbox counts characters as bytes)."""
+    return json.dumps(frame, separators=(",", ":"))
 
 
 def _frame_too_big(raw: str | bytes) -> bool:
