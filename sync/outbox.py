@@ -1,8 +1,10 @@
 """Frames waiting for one WebSocket, bounded in bytes (SPEC §5, close 4413).
 
-Whoever delivers to a socket only appends to its outbox and never waits on
-the network, so a client that stops reading cannot stall the sender or other
-sockets. One writer task hands the frames to the ASGI server in order.
+Whoever delivers to a socket only hands the frame to its outbox and never
+waits on the network, so a client that stops reading cannot stall the sender
+or other sockets. A frame is written at once when nothing is queued ahead of
+it (the common case costs no task switch); only while the ASGI server pushes
+back does the outbox queue frames and write them from a task, in order.
 
 Bound: ``SYNC_WS_MAX_PENDING_BYTES`` counts frames still in the outbox plus,
 where the ASGI server tells us (daphne, via ``sync.daphne_compat``), bytes
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -24,6 +26,7 @@ logger = logging.getLogger(__name__)
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 CLOSE_SLOW_CONSUMER = 4413
+DRAIN_POLL_SECONDS = 0.01
 
 
 def transport_backlog(scope: dict[str, Any]) -> Callable[[], int]:
@@ -32,8 +35,41 @@ def transport_backlog(scope: dict[str, Any]) -> Callable[[], int]:
     return extension if callable(extension) else (lambda: 0)
 
 
+def start_eagerly(coroutine: Coroutine[Any, Any, None]) -> asyncio.Task | None:
+    """Run `coroutine` now, up to its first real suspension.
+
+    Returns None when it finished without suspending (an ASGI send to a
+    socket whose buffer has room), else a task that carries on from where it
+    stopped. Python 3.12's eager tasks do the same; we are on 3.11.
+    """
+    try:
+        waiting_on = coroutine.send(None)
+    except StopIteration:
+        return None
+    return asyncio.ensure_future(_resume(coroutine, waiting_on))
+
+
+async def _resume(coroutine: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+    """Drive a started coroutine as a task would: wait, then step it again."""
+    while True:
+        try:
+            if waiting_on is None:  # a bare yield: give the loop one turn
+                await asyncio.sleep(0)
+            else:
+                await asyncio.shield(waiting_on)
+        except asyncio.CancelledError:
+            coroutine.close()
+            raise
+        except Exception:
+            pass  # the coroutine reads the future's outcome itself
+        try:
+            waiting_on = coroutine.send(None)
+        except StopIteration:
+            return
+
+
 class Outbox:
-    """Ordered, byte-bounded output of one socket, written by one task."""
+    """Ordered, byte-bounded output of one socket."""
 
     def __init__(
         self, send: Send, limit: int, backlog: Callable[[], int] = lambda: 0
@@ -41,12 +77,12 @@ class Outbox:
         self._send = send
         self._limit = limit
         self._backlog = backlog
-        self._frames: deque[dict[str, Any]] = deque()
+        self._queued: deque[tuple[dict[str, Any], int]] = deque()
         self._bytes = 0
-        self._ready = asyncio.Event()
-        self._writer = asyncio.create_task(self._write_forever())
+        self._in_flight: asyncio.Task | None = None
         self.closed = False
         self.overflowed = False
+        self.finished = False  # the close frame went out, or the client left
 
     def put_text(self, text: str) -> bool:
         """Queue a text frame; False (and a 4413 close) when over the bound."""
@@ -57,59 +93,87 @@ class Outbox:
             self.overflowed = True
             self._abandon(CLOSE_SLOW_CONSUMER)
             return False
-        self._bytes += size
-        self._push({"type": "websocket.send", "text": text})
+        self._enqueue({"type": "websocket.send", "text": text}, size)
         return True
 
     def close(self, code: int) -> None:
         """Send the close frame after every frame already queued."""
         if not self.closed:
             self.closed = True
-            self._push({"type": "websocket.close", "code": code})
+            self._enqueue({"type": "websocket.close", "code": code}, 0)
 
     async def drain(self, timeout: float) -> None:
-        """Wait (at most `timeout` s) until the writer has sent everything."""
-        await asyncio.wait({self._writer}, timeout=timeout)
+        """Wait (at most `timeout` s) until everything queued was written."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Polled: drain runs once per closing socket, and an event here would
+        # cost a set/clear on every frame of the hot path instead.
+        while not self._idle() and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
 
     def stop(self) -> None:
         """Stop writing at once (the socket is gone)."""
-        self.closed = True
-        self._frames.clear()
-        self._writer.cancel()
+        self.closed = self.finished = True
+        self._queued.clear()
+        self._bytes = 0
+        if self._in_flight is not None:
+            self._in_flight.cancel()
 
     @property
     def pending_bytes(self) -> int:
         """Bytes queued here and not yet handed to the ASGI server."""
         return self._bytes
 
+    def _idle(self) -> bool:
+        return self.finished or (self._in_flight is None and not self._queued)
+
     def _abandon(self, code: int) -> None:
         # The client is not reading: what is queued would never get through
-        # in time, so drop it and put the close frame first.
-        self._frames.clear()
+        # in time, so drop it (and any frame stuck in the server) and close.
+        self._queued.clear()
         self._bytes = 0
         self.closed = True
-        self._push({"type": "websocket.close", "code": code})
+        if self._in_flight is not None:
+            self._in_flight.cancel()
+            self._in_flight = None
+        self._enqueue({"type": "websocket.close", "code": code}, 0)
 
-    def _push(self, message: dict[str, Any]) -> None:
-        self._frames.append(message)
-        self._ready.set()
+    def _enqueue(self, message: dict[str, Any], size: int) -> None:
+        self._queued.append((message, size))
+        self._bytes += size
+        if self._in_flight is None:
+            self._pump()
 
-    async def _write_forever(self) -> None:
-        while True:
-            if not self._frames:
-                self._ready.clear()
-                await self._ready.wait()
-                continue
-            message = self._frames.popleft()
-            if message["type"] == "websocket.send":
-                self._bytes -= len(message["text"])
+    def _pump(self) -> None:
+        """Write queued frames until one has to wait for the client."""
+        while self._queued and self._in_flight is None and not self.finished:
+            message, size = self._queued.popleft()
+            self._bytes -= size
             try:
-                await self._send(message)
+                pending = start_eagerly(self._send(message))
             except Exception as error:
-                # A frame racing the client's close: nothing more to write.
-                logger.debug("websocket send failed: %s", type(error).__name__)
-                self.closed = True
-                self._frames.clear()
+                self._gone(error)
                 return
             if message["type"] == "websocket.close":
-                return
+                self.finished = pending is None
+            if pending is not None:
+                self._in_flight = pending
+                pending.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task) -> None:
+        if task is not self._in_flight:
+            return  # cancelled by _abandon; the close frame is next
+        self._in_flight = None
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            self._gone(task.exception())
+            return
+        self._pump()
+
+    def _gone(self, error: BaseException) -> None:
+        # A frame racing the client's close: nothing more can be written.
+        logger.debug("websocket send failed: %s", type(error).__name__)
+        self.closed = self.finished = True
+        self._queued.clear()
+        self._bytes = 0
