@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sync import exceptions
+from sync.clock import now_ms
 from sync.conf import sync_settings
 from sync.services.cursors import Position, decode_cursor
 from sync.validation import parse_topic_list
@@ -15,6 +16,9 @@ from sync.validation import parse_topic_list
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 INTEGER = re.compile(r"^\d{1,18}$")
+# How far ahead of the server's clock a `since` may be: room for clients whose
+# clocks run fast, while a value from nowhere (10^18) is refused, not served.
+MAX_SINCE_AHEAD_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -31,9 +35,14 @@ class PollQuery:
 def parse_poll_query(params: Mapping[str, str]) -> PollQuery:
     """Read since, cursor, topics, limit and wait, or raise a 400 error."""
     cursor_text = params.get("cursor")
+    cursor = decode_cursor(cursor_text) if cursor_text else None
+    since = parse_since(params.get("since"))
+    if cursor is None:
+        # Only a `since` that is read must be plausible; a cursor wins over it.
+        check_since_not_ahead(since)
     return PollQuery(
-        since=parse_since(params.get("since")),
-        cursor=decode_cursor(cursor_text) if cursor_text else None,
+        since=since,
+        cursor=cursor,
         topics=parse_topic_list(params.get("topics")),
         limit=parse_limit(params.get("limit")),
         wait=parse_wait(params.get("wait")),
@@ -47,6 +56,15 @@ def parse_since(text: str | None) -> int | None:
     if not INTEGER.fullmatch(text):
         raise exceptions.InvalidSince(details={"field": "since"})
     return int(text)
+
+
+def check_since_not_ahead(since: int | None) -> None:
+    """Refuse a `since` more than a minute ahead of the server's clock."""
+    if since is not None and since > now_ms() + MAX_SINCE_AHEAD_MS:
+        raise exceptions.InvalidSince(
+            "since is ahead of the server's clock.",
+            details={"field": "since", "maxAheadMs": MAX_SINCE_AHEAD_MS},
+        )
 
 
 def parse_limit(text: str | None) -> int:

@@ -2,10 +2,12 @@
 
 A reader (one user's connection or poll) sees two queues: its own and the
 broadcast queue. Each queue numbers its messages 1, 2, 3… so a position is the
-pair of the last sequence numbers processed. Resuming returns exactly the
-messages after both, and a jump in either number tells a receiver that it
-missed something. The epoch changes whenever the store loses its history (an
-in-memory store after a restart), so positions from before are recognised.
+pair of the last sequence numbers processed: delivered, or passed over as a
+broadcast for topics the reader does not follow. Resuming returns exactly the
+messages after both, and a jump in either number tells a receiver to ask the
+store whether it missed something. The epoch changes whenever the store loses
+its history (an in-memory store after a restart), so positions from before
+are recognised and never trusted.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ CURSOR_PATTERN = re.compile(r"^([a-z0-9]{1,32})-(\d{1,18})-(\d{1,18})$")
 
 @dataclass(frozen=True, slots=True)
 class Position:
-    """Last user-queue and broadcast-queue sequence numbers processed."""
+    """Last user-queue and broadcast-queue sequence numbers processed.
+
+    A position only says where a reader is: it never changes a stamp.
+    """
 
     epoch: str
     user_seq: int

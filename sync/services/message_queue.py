@@ -1,11 +1,14 @@
 """The message store: its interface, and the in-memory backend.
 
 The store keeps one queue per user plus one broadcast queue, each bounded by
-``QUEUE_MAX_MESSAGES`` and ``MESSAGE_TTL``. It assigns every message its
-position (queue sequence, store-wide order, timestamp) under one lock together
-with the append, which is what makes `since` and `cursor` lossless under
-concurrent publishing. Callers depend on ``MessageStore`` only; the Redis
-backend implements the same interface.
+``QUEUE_MAX_MESSAGES`` and ``MESSAGE_TTL``, and the in-memory store as a whole
+by ``STORE_MAX_BYTES``. It assigns every message its position (queue
+sequence, store-wide order, timestamp) under one lock together with the
+append, which is what makes `since` and `cursor` lossless under concurrent
+publishing. Only the server's clock and the store's own counters decide a
+stamp: what a reader asks for never does. The paging rules shared with other
+backends live in ``sync.services.paging``. Callers depend on ``MessageStore``
+only; the Redis backend implements the same interface.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import heapq
 import itertools
+import json
 import secrets
 import threading
 import time
@@ -26,48 +29,51 @@ from typing import Any
 
 from sync.conf import sync_settings
 from sync.services.cursors import Position
+from sync.services.paging import (
+    BROADCAST,
+    NOTHING_DROPPED,
+    USER,
+    DropMark,
+    Epoch,
+    PageRequest,
+    ReadResult,
+    StoredMessage,
+    read_page,
+)
 
-USER = "user"
-BROADCAST = "broadcast"
+__all__ = [
+    "BROADCAST",
+    "USER",
+    "MemoryMessageStore",
+    "MessageStore",
+    "ReadResult",
+    "StoreStats",
+    "StoredMessage",
+    "message_size",
+]
+
+# Bytes charged per stored message on top of its serialized envelope: the
+# envelope dict, the StoredMessage and the bookkeeping around them. Python
+# objects take more room than their JSON, so STORE_MAX_BYTES bounds an
+# estimate of the store's memory, not an exact measure.
+ENTRY_OVERHEAD_BYTES = 512
+# What a dropped message still costs while the byte ledger remembers it (a
+# tuple and a deque slot), until the ledger pops it.
+STALE_ENTRY_BYTES = 100
+# Topics whose newest dropped broadcast is remembered one by one. Past this
+# many, the longest-remembered topic is folded into one shared mark that
+# every reader following any topic counts as a drop it may have missed: the
+# conservative rule, which can report a gap that was not this reader's.
+MAX_TRACKED_DROP_TOPICS = 10_000
 
 
-@dataclass(slots=True)
-class StoredMessage:
-    """A message with the position the store gave it."""
-
-    envelope: dict[str, Any]  # what clients receive, minus the per-reader cursor
-    queue: str  # USER or BROADCAST
-    seq: int  # 1, 2, 3… within its queue
-    order: int  # store-wide publication order, to merge the two queues
-    expires_at: float  # clock seconds
-    # For a user message, the position just after it in its user's stream;
-    # a broadcast's position depends on each reader's own queue.
-    publish_cursor: str | None = None
-
-    @property
-    def timestamp(self) -> int:
-        """Milliseconds; strictly increasing within a queue."""
-        return self.envelope["timestamp"]
-
-    def visible_to(self, topics: Collection[str]) -> bool:
-        """True if a reader subscribed to `topics` should receive it."""
-        message_topics = self.envelope["topics"]
-        return not message_topics or any(topic in topics for topic in message_topics)
-
-    def for_reader(self, position: Position) -> dict[str, Any]:
-        """The client envelope, stamped with the reader's cursor after it."""
-        return {**self.envelope, "cursor": position.encode()}
-
-
-@dataclass(slots=True)
-class ReadResult:
-    """One page of a reader's messages, oldest first."""
-
-    messages: list[dict[str, Any]]
-    position: Position  # where the next read resumes
-    timestamp: int  # watermark: pass back as `since`
-    has_more: bool
-    gap: bool  # messages after the requested position were dropped
+def message_size(message: dict[str, Any]) -> int:
+    """Bytes a message is charged against ``STORE_MAX_BYTES``."""
+    # ASCII escapes make any string serializable and never undercount UTF-8.
+    serialized = json.dumps(
+        message, ensure_ascii=True, separators=(",", ":"), default=str
+    )
+    return len(serialized) + ENTRY_OVERHEAD_BYTES
 
 
 @dataclass(slots=True)
@@ -77,6 +83,7 @@ class StoreStats:
     total_queues: int
     total_messages: int
     queue_sizes: dict[str, int] = field(default_factory=dict)
+    total_bytes: int = 0  # charged against STORE_MAX_BYTES (memory store)
 
 
 class MessageStore(abc.ABC):
@@ -146,30 +153,69 @@ class MessageStore(abc.ABC):
         return self.stats()
 
 
+class _ByteLedger:
+    """Every stored message in publication order, charged against a byte budget.
+
+    When a new message takes the total past ``STORE_MAX_BYTES``, the oldest
+    messages of the whole store go first, from whichever queue holds them;
+    their queues record the drop, so readers behind them get a gap. A message
+    dropped otherwise (TTL, overflow) keeps a stale charge of
+    ``STALE_ENTRY_BYTES`` until it reaches the front and is popped, so the
+    ledger itself never outgrows the budget: at most
+    ``STORE_MAX_BYTES / STALE_ENTRY_BYTES`` entries.
+    """
+
+    __slots__ = ("charged", "entries")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[_Queue, int]] = deque()
+        self.charged = 0
+
+    def charge(self, queue: _Queue, entry: StoredMessage) -> None:
+        """Count a new message (before it is appended to `queue`)."""
+        self.entries.append((queue, entry.seq))
+        self.charged += entry.size
+
+    def release(self, entry: StoredMessage) -> None:
+        """`entry` left its queue; only its ledger slot stays charged."""
+        self.charged -= entry.size - STALE_ENTRY_BYTES
+
+    def enforce(self, max_bytes: int) -> int:
+        """Drop the store's oldest messages until within budget; return how many."""
+        dropped = 0
+        while self.charged > max_bytes and self.entries:
+            queue, seq = self.entries.popleft()
+            self.charged -= STALE_ENTRY_BYTES
+            if queue.holds(seq):
+                queue.drop_oldest()  # the oldest of the store is its queue's oldest
+                dropped += 1
+        return dropped
+
+    def pop_stale(self) -> None:
+        """Forget messages at the front that their queues already dropped."""
+        while self.entries and not self.entries[0][0].holds(self.entries[0][1]):
+            self.entries.popleft()
+            self.charged -= STALE_ENTRY_BYTES
+
+
 class _Queue:
     """One queue's messages and counters; guarded by the store's lock."""
 
-    __slots__ = (
-        "dropped_seq",
-        "dropped_timestamp",
-        "entries",
-        "last_seq",
-        "last_timestamp",
-    )
+    __slots__ = ("dropped", "entries", "last_seq", "last_timestamp", "ledger")
 
-    def __init__(self) -> None:
+    def __init__(self, ledger: _ByteLedger) -> None:
         self.entries: deque[StoredMessage] = deque()
+        self.ledger = ledger
         self.last_seq = 0  # sequence of the newest message ever added
         self.last_timestamp = 0
-        self.dropped_seq = 0  # newest sequence dropped by TTL or overflow
-        self.dropped_timestamp = -1
+        self.dropped = NOTHING_DROPPED  # newest message dropped, for any reason
 
     def append(self, entry: StoredMessage, max_messages: int) -> int:
         """Add `entry`; drop the oldest beyond `max_messages`; return drops."""
         self.entries.append(entry)
         dropped = 0
         while len(self.entries) > max_messages:
-            self._drop_oldest()
+            self.drop_oldest()
             dropped += 1
         return dropped
 
@@ -177,14 +223,26 @@ class _Queue:
         """Drop expired messages (always the oldest); return how many."""
         dropped = 0
         while self.entries and self.entries[0].expires_at <= now:
-            self._drop_oldest()
+            self.drop_oldest()
             dropped += 1
         return dropped
 
-    def _drop_oldest(self) -> None:
+    def drop_oldest(self) -> None:
+        """Drop the oldest message, remembering it for gap checks."""
         entry = self.entries.popleft()
-        self.dropped_seq = entry.seq
-        self.dropped_timestamp = entry.timestamp
+        self.ledger.release(entry)
+        self._record_drop(entry)
+
+    def _record_drop(self, entry: StoredMessage) -> None:
+        self.dropped = DropMark(entry.seq, entry.timestamp)
+
+    def dropped_for(self, topics: frozenset[str]) -> DropMark:
+        """Every reader of a user queue sees all of it."""
+        return self.dropped
+
+    def holds(self, seq: int) -> bool:
+        """True if message `seq` is still stored (sequences are contiguous)."""
+        return bool(self.entries) and self.entries[0].seq <= seq <= self.last_seq
 
     def seq_at_or_before(self, timestamp: int) -> int:
         """Sequence of the newest retained message at or before `timestamp`."""
@@ -199,6 +257,57 @@ class _Queue:
             return iter(())
         start = max(seq - self.entries[0].seq + 1, 0)
         return itertools.islice(self.entries, start, None)
+
+
+class _BroadcastQueue(_Queue):
+    """The broadcast queue, which remembers its drops by audience.
+
+    A reader lost something only if a dropped broadcast would have reached
+    it: an untargeted one, or one for a topic it follows. So a topic
+    broadcast expiring never reports a gap to readers of other topics.
+    """
+
+    __slots__ = ("dropped_by_topic", "dropped_untargeted", "dropped_untracked")
+
+    def __init__(self, ledger: _ByteLedger) -> None:
+        super().__init__(ledger)
+        self.dropped_untargeted = NOTHING_DROPPED
+        # Insertion order is mark order: a topic is moved to the end whenever
+        # its mark rises, and each new mark is the newest drop of the queue.
+        self.dropped_by_topic: dict[str, DropMark] = {}
+        self.dropped_untracked = NOTHING_DROPPED  # topics folded past the bound
+
+    def _record_drop(self, entry: StoredMessage) -> None:
+        super()._record_drop(entry)
+        topics = entry.envelope["topics"]
+        if not topics:
+            self.dropped_untargeted = self.dropped
+            self._forget_topic_marks_below(self.dropped.seq)
+            return
+        for topic in topics:
+            self.dropped_by_topic.pop(topic, None)
+            self.dropped_by_topic[topic] = self.dropped
+        while len(self.dropped_by_topic) > MAX_TRACKED_DROP_TOPICS:
+            oldest = next(iter(self.dropped_by_topic))
+            mark = self.dropped_by_topic.pop(oldest)
+            self.dropped_untracked = max(self.dropped_untracked, mark)
+
+    def _forget_topic_marks_below(self, seq: int) -> None:
+        # Every reader counts the untargeted mark, so older topic marks add
+        # nothing; dropping them keeps the dict small in mixed traffic.
+        while self.dropped_by_topic:
+            oldest = next(iter(self.dropped_by_topic))
+            if self.dropped_by_topic[oldest].seq > seq:
+                return
+            del self.dropped_by_topic[oldest]
+
+    def dropped_for(self, topics: frozenset[str]) -> DropMark:
+        """Newest drop among the broadcasts a reader of `topics` receives."""
+        if not topics:
+            return self.dropped_untargeted
+        by_topic = self.dropped_by_topic
+        marks = [by_topic[topic] for topic in topics if topic in by_topic]
+        return max(self.dropped_untargeted, self.dropped_untracked, *marks)
 
 
 class _Waiter:
@@ -229,44 +338,44 @@ class MemoryMessageStore(MessageStore):
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self.epoch = secrets.token_hex(4)
         self._clock = clock
         self._lock = threading.Lock()
+        # The clock in ms as last read, held from stepping back (NTP), so
+        # watermarks and stamps always agree.
+        self._clock_ms = int(clock() * 1000)
+        self._epoch = Epoch(secrets.token_hex(4), self._clock_ms)
+        self.epoch = self._epoch.id
+        self._ledger = _ByteLedger()
         self._users: dict[str, _Queue] = {}
-        self._broadcast = _Queue()
+        self._broadcast = _BroadcastQueue(self._ledger)
         self._order = 0
         self._last_timestamp = 0
-        # No message may be stamped at or below a watermark already handed out.
-        self._timestamp_floor = 0
         self._last_sweep = clock()
         self._waiters: dict[str, set[_Waiter]] = {}
 
     def add_message(self, message: dict[str, Any]) -> StoredMessage:
         """Stamp and append under the lock, then wake matching long polls."""
         user_id = message.get("userId")
+        size = message_size(message)
         with self._lock:
             now = self._clock()
             self._sweep_if_due(now)
             queue = self._broadcast if user_id is None else self._user_queue(user_id)
-            entry = self._stamp(message, queue, now)
+            entry = self._stamp(message, queue, now, size)
+            self._ledger.charge(queue, entry)
             queue.append(entry, sync_settings.QUEUE_MAX_MESSAGES)
+            self._ledger.enforce(sync_settings.STORE_MAX_BYTES)
             waiters = self._take_waiters(user_id)
         for waiter in waiters:
             waiter.wake()
         return entry
 
     def _stamp(
-        self, message: dict[str, Any], queue: _Queue, now: float
+        self, message: dict[str, Any], queue: _Queue, now: float, size: int
     ) -> StoredMessage:
-        # Timestamps never go back store-wide and strictly increase per queue,
-        # so `since` can split pages without skipping or repeating a message.
-        timestamp = max(
-            int(now * 1000),
-            self._last_timestamp,
-            queue.last_timestamp + 1,
-            self._timestamp_floor,
-        )
-        self._last_timestamp = queue.last_timestamp = timestamp
+        timestamp = self._next_timestamp(queue, now)
+        self._last_timestamp = max(self._last_timestamp, timestamp)
+        queue.last_timestamp = timestamp
         self._order += 1
         queue.last_seq += 1
         is_broadcast = queue is self._broadcast
@@ -278,7 +387,27 @@ class MemoryMessageStore(MessageStore):
             order=self._order,
             expires_at=now + sync_settings.MESSAGE_TTL,
             publish_cursor=None if is_broadcast else cursor.encode(),
+            size=size,
         )
+
+    def _next_timestamp(self, queue: _Queue, now: float) -> int:
+        """The clock, pushed just past what any reader of `queue` already holds.
+
+        Every reader sees its user queue and the broadcast queue, so a user
+        message goes after both, and a broadcast after every message stored.
+        Each reader's messages are then strictly increasing in publication
+        order, and a watermark (see paging) is never reached by a later one;
+        a hot user queue only pushes its own and later broadcasts' stamps.
+        """
+        if queue is self._broadcast:
+            return max(self._tick(now), self._last_timestamp + 1)
+        after = max(queue.last_timestamp, self._broadcast.last_timestamp) + 1
+        return max(self._tick(now), after)
+
+    def _tick(self, now: float) -> int:
+        """The clock in ms, never below an earlier reading (lock held)."""
+        self._clock_ms = max(self._clock_ms, int(now * 1000))
+        return self._clock_ms
 
     def read(
         self,
@@ -290,13 +419,16 @@ class MemoryMessageStore(MessageStore):
         limit: int = 100,
     ) -> ReadResult:
         """One page for a reader; see ReadResult for what each field means."""
+        request = PageRequest(since, cursor, frozenset(topics), limit)
         with self._lock:
             now = self._clock()
             self._sweep_if_due(now)
-            user_queue = self._users.get(str(user_id)) or _Queue()
+            user_queue = self._users.get(str(user_id)) or _Queue(self._ledger)
             for queue in (user_queue, self._broadcast):
                 queue.drop_expired(now)
-            return _Page(self, user_queue, since, cursor, topics, limit).read(now)
+            return read_page(
+                self._epoch, user_queue, self._broadcast, request, self._tick(now)
+            )
 
     def head(self, user_id: str) -> Position:
         """After everything stored for `user_id`."""
@@ -317,7 +449,8 @@ class MemoryMessageStore(MessageStore):
             sizes = {key: len(q.entries) for key, q in self._users.items() if q.entries}
             if self._broadcast.entries:
                 sizes[BROADCAST] = len(self._broadcast.entries)
-            return StoreStats(len(sizes), sum(sizes.values()), sizes)
+            total = sum(sizes.values())
+            return StoreStats(len(sizes), total, sizes, self._ledger.charged)
 
     async def wait_for_messages(
         self, user_id: str, position: Position, timeout: float
@@ -365,7 +498,7 @@ class MemoryMessageStore(MessageStore):
         key = str(user_id)
         queue = self._users.get(key)
         if queue is None:
-            queue = self._users[key] = _Queue()
+            queue = self._users[key] = _Queue(self._ledger)
         return queue
 
     def _sweep_if_due(self, now: float) -> None:
@@ -377,139 +510,5 @@ class MemoryMessageStore(MessageStore):
         dropped = self._broadcast.drop_expired(now)
         for queue in self._users.values():
             dropped += queue.drop_expired(now)
+        self._ledger.pop_stale()
         return dropped
-
-    def bump_timestamp_floor(self, watermark: int) -> None:
-        """Make every later message newer than `watermark` (lock held)."""
-        self._timestamp_floor = max(self._timestamp_floor, watermark + 1)
-
-
-class _Page:
-    """Reads one page from a user queue and the broadcast queue (lock held)."""
-
-    def __init__(
-        self,
-        store: MemoryMessageStore,
-        user_queue: _Queue,
-        since: int | None,
-        cursor: Position | None,
-        topics: Collection[str],
-        limit: int,
-    ) -> None:
-        self.store = store
-        self.user_queue = user_queue
-        self.broadcast_queue = store._broadcast
-        self.since = since
-        self.cursor = cursor
-        self.topics = frozenset(topics)
-        self.limit = limit
-
-    def read(self, now: float) -> ReadResult:
-        start, gap = self._start()
-        picked = self._pick(start)
-        has_more = len(picked) > self.limit
-        if has_more:
-            picked, watermark = self._cut(picked)
-            position = picked[-1][1]
-        else:
-            position = Position(
-                self.store.epoch,
-                self.user_queue.last_seq,
-                self.broadcast_queue.last_seq,
-            )
-            watermark = self._watermark(now)
-        return ReadResult(
-            messages=[entry.for_reader(after) for entry, after in picked],
-            position=position,
-            timestamp=watermark,
-            has_more=has_more,
-            gap=gap,
-        )
-
-    def _start(self) -> tuple[Position, bool]:
-        """Where reading starts, and whether messages after it were dropped."""
-        epoch = self.store.epoch
-        users, broadcasts = self.user_queue, self.broadcast_queue
-        if self.cursor is None:
-            since = self.since or 0
-            start = Position(
-                epoch, users.seq_at_or_before(since), broadcasts.seq_at_or_before(since)
-            )
-            gap = max(users.dropped_timestamp, broadcasts.dropped_timestamp) > since
-            return start, gap
-        cursor = self.cursor
-        if (
-            cursor.epoch != epoch
-            or cursor.user_seq > users.last_seq
-            or cursor.broadcast_seq > broadcasts.last_seq
-        ):
-            # Not a position in this store's history: replay all it holds.
-            return Position(epoch, 0, 0), True
-        gap = (
-            users.dropped_seq > cursor.user_seq
-            or broadcasts.dropped_seq > cursor.broadcast_seq
-        )
-        return cursor, gap
-
-    def _pick(self, start: Position) -> list[tuple[StoredMessage, Position]]:
-        """Up to limit + 1 visible messages after `start`, with their cursors."""
-        merged = heapq.merge(
-            self.user_queue.after(start.user_seq),
-            self.broadcast_queue.after(start.broadcast_seq),
-            key=lambda entry: entry.order,
-        )
-        picked: list[tuple[StoredMessage, Position]] = []
-        position = start
-        for entry in merged:
-            if entry.queue == BROADCAST:
-                if not entry.visible_to(self.topics):
-                    continue
-                position = position.after_broadcast(entry.seq)
-            else:
-                position = position.after_user(entry.seq)
-            picked.append((entry, position))
-            if len(picked) > self.limit:
-                break
-        return picked
-
-    def _cut(
-        self, picked: list[tuple[StoredMessage, Position]]
-    ) -> tuple[list[tuple[StoredMessage, Position]], int]:
-        """A full page and its watermark, from `limit` + 1 picked messages."""
-        if self.cursor is None:
-            page = _cut_at_timestamp_boundary(picked, self.limit)
-            return page, page[-1][0].timestamp
-        # A cursor marks the exact spot; only the watermark must step back if
-        # the next message shares the last one's millisecond.
-        page = picked[: self.limit]
-        last, following = page[-1][0].timestamp, picked[self.limit][0].timestamp
-        return page, last if following > last else last - 1
-
-    def _watermark(self, now: float) -> int:
-        """A `since` for the next poll: nothing later can be stamped at or below."""
-        watermark = max(
-            int(now * 1000) - 1,
-            self.since or 0,
-            self.user_queue.last_timestamp,
-            self.broadcast_queue.last_timestamp,
-        )
-        self.store.bump_timestamp_floor(watermark)
-        return watermark
-
-
-def _cut_at_timestamp_boundary(
-    picked: list[tuple[StoredMessage, Position]], limit: int
-) -> list[tuple[StoredMessage, Position]]:
-    """Trim to `limit` without splitting messages that share a timestamp.
-
-    Timestamps are unique within a queue, so a tie is one user message and one
-    broadcast; splitting it would make the watermark skip the second one.
-    """
-    if len(picked) <= limit:
-        return picked
-    page = picked[:limit]
-    boundary = picked[limit][0].timestamp
-    if page[-1][0].timestamp != boundary:
-        return page
-    trimmed = [item for item in page if item[0].timestamp != boundary]
-    return trimmed or picked[: limit + 1]

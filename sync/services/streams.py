@@ -14,7 +14,7 @@ import enum
 from collections.abc import Iterable
 from typing import Any
 
-from sync.services.cursors import Position, decode_cursor
+from sync.services.cursors import Position
 from sync.services.message_queue import BROADCAST, MessageStore
 
 # Messages per store read while replaying or filling a hole.
@@ -33,9 +33,11 @@ class Verdict(enum.Enum):
 class ReaderStream:
     """Position of one reader in its user queue and the broadcast queue.
 
-    `position` is the cursor after the last message delivered. Broadcasts for
-    topics the reader does not follow never reach it, so `broadcast_seen`
-    separately remembers how far the broadcast queue has been looked at.
+    `position` is the cursor after the last message this reader has looked
+    at: delivered, or passed over because it was a broadcast for topics the
+    reader does not follow. Cursors handed out therefore cover those skipped
+    broadcasts too, exactly as the store's cursors do, so a dropped broadcast
+    the reader could never see is never taken for one it lost.
     """
 
     def __init__(self, store: MessageStore, user_id: str, topics: Iterable[str] = ()):
@@ -43,13 +45,15 @@ class ReaderStream:
         self.user_id = user_id
         self.topics: set[str] = set(topics)
         self.position = Position(store.epoch, 0, 0)
-        self.broadcast_seen = 0
 
     async def start(self, cursor: Position | None) -> Position:
-        """Begin after `cursor`, or at the head; return the head now."""
+        """Begin after `cursor`, or at the head; return the head now.
+
+        A cursor of another epoch (or beyond the head) stays untrusted until
+        read_missed() replaces it with a position of this store.
+        """
         head = await self.store.ahead(self.user_id)
         self.position = head if cursor is None else cursor
-        self.broadcast_seen = self.position.broadcast_seq
         return head
 
     async def read_missed(self) -> tuple[list[dict[str, Any]], bool]:
@@ -64,17 +68,18 @@ class ReaderStream:
                 limit=PAGE_SIZE,
             )
             gap = gap or result.gap
-            for message in result.messages:
-                self.position = decode_cursor(message["cursor"])
-                delivered.append(message)
+            delivered += result.messages
+            # The store's position also covers broadcasts this reader skips.
+            self.position = result.position
             if not result.has_more:
-                self._seen_up_to(result.position)
                 return delivered, gap
 
     def judge(self, queue: str, seq: int, topics: list[str]) -> Verdict:
         """Classify a live event by its queue sequence number."""
+        if self.position.epoch != self.store.epoch:
+            return Verdict.GAP  # not yet resynced with this store's history
         if queue == BROADCAST:
-            last = max(self.position.broadcast_seq, self.broadcast_seen)
+            last = self.position.broadcast_seq
         else:
             last = self.position.user_seq
         if seq <= last:
@@ -82,7 +87,7 @@ class ReaderStream:
         if seq > last + 1:
             return Verdict.GAP
         if queue == BROADCAST and topics and self.topics.isdisjoint(topics):
-            self.broadcast_seen = seq
+            self.position = self.position.after_broadcast(seq)
             return Verdict.SKIP
         return Verdict.DELIVER
 
@@ -90,14 +95,16 @@ class ReaderStream:
         """Advance past a DELIVER event; return the message with its cursor."""
         if queue == BROADCAST:
             self.position = self.position.after_broadcast(seq)
-            self.broadcast_seen = max(self.broadcast_seen, seq)
         else:
             self.position = self.position.after_user(seq)
         return {**message, "cursor": self.position.encode()}
 
     def subscribe(self, topics: Iterable[str]) -> None:
-        """Follow more topics from now on (older broadcasts are not replayed)."""
-        self._skip_broadcasts_seen()
+        """Follow more topics from now on (older broadcasts are not replayed).
+
+        Broadcasts already looked at stay behind the position, so a new topic
+        does not pull in its earlier messages on the next store read.
+        """
         self.topics.update(topics)
 
     def unsubscribe(self, topics: Iterable[str]) -> None:
@@ -110,18 +117,5 @@ class ReaderStream:
         return (
             head.epoch != self.position.epoch
             or head.user_seq > self.position.user_seq
-            or head.broadcast_seq
-            > max(self.position.broadcast_seq, self.broadcast_seen)
+            or head.broadcast_seq > self.position.broadcast_seq
         )
-
-    def _seen_up_to(self, head: Position) -> None:
-        if head.epoch != self.position.epoch:
-            # Resumed from another epoch and nothing was replayed.
-            self.position = head
-        self.broadcast_seen = max(self.broadcast_seen, head.broadcast_seq)
-
-    def _skip_broadcasts_seen(self) -> None:
-        # Broadcasts already looked at stay behind the cursor, so a new topic
-        # does not pull in its earlier messages on the next store read.
-        seen = max(self.position.broadcast_seq, self.broadcast_seen)
-        self.position = self.position.after_broadcast(seen)

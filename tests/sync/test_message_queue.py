@@ -8,7 +8,11 @@ import threading
 import pytest
 
 from sync.services.cursors import Position, decode_cursor
-from sync.services.message_queue import MemoryMessageStore
+from sync.services.message_queue import (
+    STALE_ENTRY_BYTES,
+    MemoryMessageStore,
+    message_size,
+)
 from sync.services.realtime import build_message
 
 
@@ -293,3 +297,107 @@ def test_a_page_never_splits_messages_sharing_a_timestamp(store, limit):
         since, has_more = page.timestamp, page.has_more
 
     assert seen == [1, 2, 3]
+
+
+# Hardening (issue 6) ------------------------------------------------------------
+
+
+def test_a_readers_huge_since_changes_no_later_timestamp(store, clock):
+    store.read("1", since=999_999_999_999_999_999)
+    store.read("1", since=int(clock() * 1000) + 59_000)
+
+    entry = store.add_message(user_message("2", 1))
+
+    assert entry.timestamp == int(clock() * 1000)
+    assert numbers(store.read("2", since=entry.timestamp - 1).messages) == [1]
+
+
+def test_a_readers_messages_never_share_a_timestamp_on_a_still_clock(store):
+    store.add_message(user_message("1", 1))
+    store.add_message(broadcast_message(2))
+    store.add_message(user_message("2", 3))
+    store.add_message(user_message("1", 4))
+    store.add_message(broadcast_message(5))
+
+    stamps = [m["timestamp"] for m in store.read("1", since=0).messages]
+
+    assert stamps == sorted(set(stamps))
+
+
+def test_a_dropped_topic_broadcast_is_no_gap_for_other_readers(
+    store, clock, sync_config
+):
+    sync_config(MESSAGE_TTL=10)
+    before = store.head("1")
+    since = store.read("1").timestamp
+    store.add_message(broadcast_message(1, topics=["sales"]))
+    clock.advance(11)  # the sales broadcast expires
+    store.add_message(broadcast_message(2))
+
+    for options in ({"cursor": before}, {"since": since}):
+        for topics in ((), ("ops",)):
+            result = store.read("1", topics=topics, **options)
+            assert numbers(result.messages) == [2]
+            assert not result.gap
+        assert store.read("1", topics=["sales"], **options).gap
+
+
+def test_dropped_broadcasts_of_untracked_topics_count_for_every_topic_reader(
+    store, clock, sync_config, monkeypatch
+):
+    # Past the bound on remembered topics the rule turns conservative.
+    monkeypatch.setattr("sync.services.message_queue.MAX_TRACKED_DROP_TOPICS", 2)
+    sync_config(MESSAGE_TTL=10)
+    before = store.head("1")
+    for topic in ("a", "b", "c"):
+        store.add_message(broadcast_message(0, topics=[topic]))
+    clock.advance(11)
+
+    assert store.read("1", cursor=before, topics=["a"]).gap  # folded: conservative
+    assert store.read("1", cursor=before, topics=["c"]).gap  # still tracked
+    assert not store.read("1", cursor=before).gap  # follows no topic at all
+
+
+def test_since_before_the_store_started_is_a_gap(store, clock):
+    started_ms = int(clock() * 1000)
+    clock.advance(1)
+    store.add_message(user_message("1", 1))
+
+    from_before = store.read("1", since=started_ms - 60_000)
+    watermark = store.read("1", since=0)
+
+    assert numbers(from_before.messages) == [1]
+    assert from_before.gap  # what came before this store is gone
+    assert not watermark.gap
+    assert not store.read("1", since=watermark.timestamp).gap
+
+
+def test_the_store_drops_its_oldest_messages_past_its_byte_budget(store, sync_config):
+    one = message_size(user_message("1", 0))
+    sync_config(STORE_MAX_BYTES=3 * one)
+    before = {user: store.head(user) for user in ("1", "2")}
+    store.add_message(user_message("1", 0))
+    store.add_message(user_message("2", 1))
+    store.add_message(user_message("1", 2))
+    store.add_message(user_message("2", 3))  # the store's oldest (0) goes
+
+    first, second = store.read("1", cursor=before["1"]), store.read("2", since=0)
+
+    assert numbers(first.messages) == [2]
+    assert first.gap
+    assert numbers(second.messages) == [1, 3]
+    assert not second.gap
+    assert store.stats().total_bytes <= 3 * one
+
+
+def test_the_byte_budget_counts_what_ttl_and_overflow_left_behind(store, sync_config):
+    one = message_size(user_message("1", 0))
+    sync_config(STORE_MAX_BYTES=20 * one, QUEUE_MAX_MESSAGES=2)
+    for number in range(500):
+        store.add_message(user_message(str(number % 7), number))
+
+    stats = store.stats()
+
+    assert stats.total_messages == 14  # two per user, well within the budget
+    assert stats.total_bytes <= 20 * one
+    assert len(store._ledger.entries) <= 20 * one // STALE_ENTRY_BYTES

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sync.services.cursors import Position
+from sync.services.cursors import Position, decode_cursor
 from sync.services.message_queue import BROADCAST, USER
 from sync.services.realtime import build_message
 from sync.services.streams import ReaderStream, Verdict
@@ -150,4 +150,58 @@ async def test_is_behind_when_the_store_moved_past_the_reader(store, queue):
 
     assert await stream.is_behind()
     live(stream, entry)
+    assert not await stream.is_behind()
+
+
+# Hardening (issue 6) ------------------------------------------------------------
+
+
+async def test_every_broadcast_after_a_resume_from_another_epoch_is_delivered(store):
+    add_broadcast(store, n=0)
+    stream = ReaderStream(store, "1")
+
+    await stream.start(Position("0ther", 5, 5000))  # a cursor from before a restart
+    missed, gap = await stream.read_missed()
+    later = [add_broadcast(store, n=n) for n in (1, 2, 3)]
+
+    assert [m["payload"]["n"] for m in missed] == [0]
+    assert gap
+    assert [live(stream, entry)[0] for entry in later] == [Verdict.DELIVER] * 3
+
+
+async def test_a_live_event_before_resyncing_another_epoch_reads_the_store(store):
+    stream = ReaderStream(store, "1")
+    await stream.start(Position("0ther", 0, 0))
+
+    assert live(stream, add_broadcast(store, n=0))[0] is Verdict.GAP
+
+
+async def test_an_expired_broadcast_of_another_topic_is_not_a_loss(
+    store, clock, sync_config
+):
+    sync_config(MESSAGE_TTL=10)
+    stream = ReaderStream(store, "1", topics=["ops"])
+    await stream.start(None)
+    add_broadcast(store, n=0, topics=["sales"])  # never reaches this reader
+    clock.advance(11)
+    news = add_broadcast(store, n=1)
+
+    assert live(stream, news)[0] is Verdict.GAP  # a hole: ask the store
+    missed, gap = await stream.read_missed()
+
+    assert [m["payload"]["n"] for m in missed] == [1]
+    assert not gap  # so the socket is not closed with 4409
+    resumed = store.read("1", cursor=decode_cursor(missed[0]["cursor"]))
+    assert not resumed.gap
+
+
+async def test_skipped_broadcasts_are_behind_the_next_cursor(store):
+    stream = ReaderStream(store, "1")
+    await stream.start(None)
+    elsewhere = add_broadcast(store, n=0, topics=["sales"])
+    assert live(stream, elsewhere)[0] is Verdict.SKIP
+    verdict, message = live(stream, add_user(store, n=1))
+
+    assert verdict is Verdict.DELIVER
+    assert message["cursor"] == store.read("1", since=0).messages[-1]["cursor"]
     assert not await stream.is_behind()

@@ -1,0 +1,139 @@
+"""The backend-neutral paging rules, run against a plain list-backed queue.
+
+A second backend (Redis) reuses `read_page`; these tests pin what it gets
+from it, whatever the storage: where a read starts, when a loss counts as
+this reader's, how pages are cut, and what the watermark promises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sync.services.cursors import Position
+from sync.services.paging import (
+    BROADCAST,
+    NOTHING_DROPPED,
+    USER,
+    DropMark,
+    Epoch,
+    PageRequest,
+    StoredMessage,
+    read_page,
+)
+
+EPOCH = Epoch("e1", started_ms=1_000)
+NOW_MS = 5_000
+
+
+class ListQueue:
+    """The smallest QueueView: a list, and drops remembered per audience."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        self.entries: list[StoredMessage] = []
+        self.last_seq = 0
+        self.last_timestamp = 0
+        self.drops: list[tuple[frozenset[str], DropMark]] = []
+
+    def add(self, order: int, timestamp: int, topics: Iterable[str] = ()) -> None:
+        self.last_seq += 1
+        self.last_timestamp = timestamp
+        envelope = {"id": f"{self.queue}{self.last_seq}", "timestamp": timestamp}
+        envelope["topics"] = list(topics)
+        self.entries.append(
+            StoredMessage(envelope, self.queue, self.last_seq, order, 0.0)
+        )
+
+    def drop_oldest(self) -> None:
+        entry = self.entries.pop(0)
+        mark = DropMark(entry.seq, entry.timestamp)
+        self.drops.append((frozenset(entry.envelope["topics"]), mark))
+
+    def dropped_for(self, topics: frozenset[str]) -> DropMark:
+        seen = [m for audience, m in self.drops if not audience or audience & topics]
+        return max(seen, default=NOTHING_DROPPED)
+
+    def seq_at_or_before(self, timestamp: int) -> int:
+        kept = [e.seq for e in self.entries if e.timestamp <= timestamp]
+        first = self.entries[0].seq if self.entries else self.last_seq + 1
+        return max(kept, default=first - 1)
+
+    def after(self, seq: int) -> list[StoredMessage]:
+        return [entry for entry in self.entries if entry.seq > seq]
+
+
+def read(users, broadcasts, *, since=None, cursor=None, topics=(), limit=100):
+    request = PageRequest(since, cursor, frozenset(topics), limit)
+    return read_page(EPOCH, users, broadcasts, request, NOW_MS)
+
+
+def ids(result) -> list[str]:
+    return [message["id"] for message in result.messages]
+
+
+def two_queues() -> tuple[ListQueue, ListQueue]:
+    return ListQueue(USER), ListQueue(BROADCAST)
+
+
+def test_the_two_queues_merge_in_publication_order():
+    users, broadcasts = two_queues()
+    users.add(order=1, timestamp=2_000)
+    broadcasts.add(order=2, timestamp=2_001)
+    users.add(order=3, timestamp=2_002)
+
+    assert ids(read(users, broadcasts, since=0)) == ["user1", "broadcast1", "user2"]
+
+
+def test_a_dropped_broadcast_for_another_topic_is_no_gap():
+    users, broadcasts = two_queues()
+    broadcasts.add(order=1, timestamp=2_000, topics=["sales"])
+    broadcasts.add(order=2, timestamp=2_001)
+    broadcasts.drop_oldest()
+    start = Position(EPOCH.id, 0, 0)
+
+    for options in ({"cursor": start}, {"since": 1_500}):
+        assert read(users, broadcasts, topics=["ops"], **options).gap is False
+        assert read(users, broadcasts, topics=["sales"], **options).gap is True
+
+
+def test_a_cursor_moves_past_broadcasts_the_reader_cannot_see():
+    users, broadcasts = two_queues()
+    broadcasts.add(order=1, timestamp=2_000, topics=["sales"])
+    users.add(order=2, timestamp=2_001)
+
+    result = read(users, broadcasts, cursor=Position(EPOCH.id, 0, 0))
+
+    assert result.messages[0]["cursor"] == "e1-1-1"
+    assert result.position == Position(EPOCH.id, 1, 1)
+
+
+def test_the_watermark_ignores_the_readers_since():
+    users, broadcasts = two_queues()
+    users.add(order=1, timestamp=2_000)
+
+    result = read(users, broadcasts, since=10**18)
+
+    assert result.messages == []
+    assert result.timestamp == NOW_MS - 1
+
+
+def test_a_since_from_before_the_epoch_is_a_gap_but_zero_is_not():
+    users, broadcasts = two_queues()
+
+    assert read(users, broadcasts, since=500).gap is True
+    assert read(users, broadcasts, since=0).gap is False
+    assert read(users, broadcasts).gap is False
+    # A watermark handed out in the epoch's first millisecond.
+    assert read(users, broadcasts, since=EPOCH.started_ms - 1).gap is False
+
+
+def test_a_full_page_by_cursor_resumes_exactly_after_its_last_message():
+    users, broadcasts = two_queues()
+    for order in range(1, 6):
+        users.add(order=order, timestamp=2_000 + order)
+
+    first = read(users, broadcasts, cursor=Position(EPOCH.id, 0, 0), limit=2)
+    rest = read(users, broadcasts, cursor=first.position)
+
+    assert first.has_more
+    assert ids(first) + ids(rest) == [f"user{n}" for n in range(1, 6)]
