@@ -1,9 +1,11 @@
 """The WebSocket endpoint ``/ws`` (SPEC §5).
 
-One consumer per socket. It joins the user's group (all tabs), the broadcast
-group and one group per subscribed topic, and delivers each message exactly
-once and in order: live events that skip ahead of the last queue sequence
-delivered trigger a store read first (see ``sync.services.streams``).
+One consumer per socket. It registers with this process's delivery hub,
+which hands it every stored message it may see, encoded once; it delivers
+each exactly once and in order: a live message that skips ahead of the last
+queue sequence delivered triggers a store read first (see
+``sync.services.streams``). It also joins its user's channel-layer group,
+which carries revocations.
 
 Output goes through a byte-bounded outbox (``sync.outbox``), so a client
 that stops reading is closed with 4413 instead of growing the server's
@@ -36,8 +38,9 @@ from sync.parsers import loads_strict, max_body_bytes
 from sync.ratelimit import LocalWindowCounter
 from sync.services import get_realtime_sync
 from sync.services.cursors import decode_cursor
-from sync.services.fanout import BROADCAST_GROUP, topic_group, user_group
+from sync.services.fanout import user_group
 from sync.services.handlers import HandlerQueue
+from sync.services.hub import EncodedMessage
 from sync.services.revocation import ais_still_authorized
 from sync.services.streams import ReaderStream, Verdict
 from sync.topic_access import aauthorize_topics
@@ -60,6 +63,9 @@ CLOSE_TOO_BIG = 1009
 CLOSE_GOING_AWAY = 1001
 # Seconds to wait for a client's close answer when the server shuts down.
 SHUTDOWN_CLOSE_WAIT = 1.0
+# Live messages held while the store is read; past it they are let go and the
+# store is read again afterwards, since it holds them too.
+MAX_HELD_MESSAGES = 1000
 
 
 class RealtimeConsumer(AsyncJsonWebsocketConsumer):
@@ -71,6 +77,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
     accepted = False
     closed = False
     registered = False
+    filling = False  # a store read is under way: live messages wait in `held`
 
     # Connection lifecycle ---------------------------------------------------
 
@@ -113,15 +120,21 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         self.user = user
         self.auth_token = self.scope.get("auth_token")
         self.stream = ReaderStream(self.sync.store, str(user.pk), topics)
-        self.delivery_lock = asyncio.Lock()
         self.frame_counter = LocalWindowCounter(sync_settings.ws_rate_limit)
         self.handler_queue = HandlerQueue()
         self.last_seen = asyncio.get_running_loop().time()
-        await self._join([user_group(user.pk), BROADCAST_GROUP])
-        await self._join([topic_group(topic) for topic in topics])
+        self.held: list[EncodedMessage] = []
+        self.held_overflow = False
+        self.fill_task: asyncio.Task | None = None
+        await self._join([user_group(user.pk)])
         self.sync.connections.subscribed(self.connection_id, len(topics))
+        # Registered before the replay is read, holding what arrives meanwhile,
+        # so nothing published during the replay falls between the two.
+        self.filling = True
+        self.sync.hub.add(self, str(user.pk))
         head = await self.stream.start(cursor)
         await self._replay(head, resumed=cursor is not None)
+        await self._settle(read_first=False)
         self.heartbeat = asyncio.create_task(self._heartbeat())
         logger.info(
             "websocket connected",
@@ -216,29 +229,72 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
     async def _leave_groups(self) -> None:
         if self.stream is None:
             return
-        groups = [user_group(self.user.pk), BROADCAST_GROUP]
-        groups += [topic_group(topic) for topic in self.stream.topics]
-        for group in groups:
-            # One failing discard must not keep the others subscribed.
-            with contextlib.suppress(Exception):
-                await self.channel_layer.group_discard(group, self.channel_name)
+        self.sync.hub.remove(self, str(self.user.pk))
+        if self.fill_task is not None:
+            self.fill_task.cancel()
+        with contextlib.suppress(Exception):
+            await self.channel_layer.group_discard(
+                user_group(self.user.pk), self.channel_name
+            )
 
-    # Messages from the channel layer ----------------------------------------
+    # Messages from the delivery hub ------------------------------------------
 
-    async def sync_message(self, event: dict[str, Any]) -> None:
-        """A message published for this user, a topic, or everyone."""
+    def on_message(self, message: EncodedMessage) -> None:
+        """A stored message this socket may see; runs on the loop, never waits."""
         if self.stream is None or self.closed:
             return
-        async with self.delivery_lock:
-            queue, seq, message = event["queue"], event["seq"], event["message"]
-            verdict = self.stream.judge(queue, seq, message["topics"])
-            if verdict is Verdict.DELIVER:
-                await self.send_frame(self.stream.deliver(queue, seq, message))
-            elif verdict is Verdict.GAP:
-                await self._fill_from_store()
+        if self.filling:
+            self._hold(message)
+        elif self._take(message) is Verdict.GAP:
+            self.filling = True
+            self.fill_task = asyncio.create_task(self._settle())
+
+    def _take(self, message: EncodedMessage) -> Verdict:
+        entry = message.entry
+        verdict = self.stream.judge(entry.queue, entry.seq, entry.envelope["topics"])
+        if verdict is Verdict.DELIVER:
+            cursor = self.stream.advance(entry.queue, entry.seq)
+            self._send_text(message.text_for(cursor))
+        return verdict
+
+    def _hold(self, message: EncodedMessage) -> None:
+        if len(self.held) < MAX_HELD_MESSAGES:
+            self.held.append(message)
+        else:
+            self.held_overflow = True  # the next store read brings them
+
+    async def _settle(self, read_first: bool = True) -> None:
+        """Read the store, then take the messages held meanwhile; until in step.
+
+        Runs with `filling` set, so live messages wait in `held` instead of
+        overtaking what the store read returns.
+        """
+        try:
+            must_read = read_first
+            while not self.closed:
+                if must_read:
+                    await self._fill_from_store()
+                held, self.held = self.held, []
+                must_read, self.held_overflow = self.held_overflow, False
+                for message in held:
+                    if self.closed:
+                        return
+                    if self._take(message) is Verdict.GAP:
+                        must_read = True
+                if not must_read:
+                    return
+        finally:
+            self.filling = False
+
+    async def _catch_up(self) -> None:
+        """Settle what the store holds beyond this reader's position, now."""
+        while self.fill_task is not None and not self.fill_task.done():
+            await asyncio.wait({self.fill_task})
+        self.filling = True
+        await self._settle()
 
     async def _fill_from_store(self) -> None:
-        """Deliver what the channel layer lost; 4409 if the store lost it too."""
+        """Deliver what the live path missed; 4409 if the store lost it too."""
         missed, gap = await self.stream.read_missed()
         for message in missed:
             await self.send_frame(message)
@@ -323,32 +379,18 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
                 details={"max": MAX_TOPICS},
             )
         await aauthorize_topics(self.user, new)
-        await self._join([topic_group(topic) for topic in new])
-        async with self.delivery_lock:
-            # Settle what the current topics still owe first, so the new
-            # topics start from now and bring none of their older broadcasts.
-            await self._fill_from_store()
-            if self.closed:  # the store had lost messages: 4409 is on its way
-                return
-            self.stream.subscribe(new)
+        # Settle what the current topics still owe first, so the new topics
+        # start from now and bring none of their older broadcasts. Nothing
+        # runs between the settle and the subscribe: no await separates them.
+        await self._catch_up()
+        if self.closed:  # the store had lost messages: 4409 is on its way
+            return
+        self.stream.subscribe(new)
         await self._topics_changed("subscribed", correlation)
 
     async def _unsubscribe(self, topics, correlation) -> None:
         gone = [topic for topic in topics if topic in self.stream.topics]
         self.stream.unsubscribe(gone)
-        for topic in gone:
-            try:
-                await self.channel_layer.group_discard(
-                    topic_group(topic), self.channel_name
-                )
-            except Exception:
-                # The stream already ignores the topic, so the unsubscription
-                # holds; the stray events cost only a little traffic.
-                logger.warning(
-                    "leaving a topic group failed",
-                    extra={"connection_id": self.connection_id},
-                    exc_info=True,
-                )
         await self._topics_changed("unsubscribed", correlation)
 
     async def _topics_changed(self, kind: str, correlation) -> None:
@@ -393,17 +435,19 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             return True
 
     async def _catch_up_if_behind(self) -> None:
-        if await self.stream.is_behind():
-            async with self.delivery_lock:
-                await self._fill_from_store()
+        if not self.filling and await self.stream.is_behind():
+            await self._catch_up()
 
     # Helpers -------------------------------------------------------------------
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
         """Queue one JSON frame; a client too far behind is closed with 4413."""
+        self._send_text(encode_frame(frame))
+
+    def _send_text(self, text: str) -> None:
         if self.closed or self.outbox is None:
             return
-        if not self.outbox.put_text(encode_frame(frame)):
+        if not self.outbox.put_text(text):
             self.closed = True
             logger.warning(
                 "slow consumer: closing",

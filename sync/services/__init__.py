@@ -13,8 +13,8 @@ import threading
 
 from sync.conf import sync_settings
 from sync.services.connections import MemoryConnectionRegistry
-from sync.services.fanout import ChannelLayerFanout
 from sync.services.handlers import message_handler
+from sync.services.hub import DeliveryHub
 from sync.services.message_queue import MemoryMessageStore, MessageStore
 from sync.services.realtime import RealtimeSync
 
@@ -67,4 +67,4 @@ def create_store() -> MessageStore:
 
 
 def _build(store: MessageStore) -> RealtimeSync:
-    return RealtimeSync(store, ChannelLayerFanout(), MemoryConnectionRegistry())
+    return RealtimeSync(store, DeliveryHub(), MemoryConnectionRegistry())

@@ -1,8 +1,9 @@
 """RealtimeSync: the one place that publishes (SPEC §6).
 
-Publishing stores the message first, then fans it out to live connections;
-long polls are woken by the store itself. Inside a database transaction the
-sync calls wait for the commit, so no client sees data that is rolled back.
+Publishing stores the message first, then hands it to this process's
+delivery hub for live sockets; long polls are woken by the store itself.
+Inside a database transaction the sync calls wait for the commit, so no
+client sees data that is rolled back.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from django.db import transaction
 from sync import validation
 from sync.services.audit import record_broadcast
 from sync.services.connections import MemoryConnectionRegistry
-from sync.services.fanout import ChannelLayerFanout
 from sync.services.handlers import run_handlers
+from sync.services.hub import DeliveryHub
 from sync.services.message_queue import BROADCAST, MessageStore, StoredMessage
 
 DATA_UPDATED = "data.updated"
@@ -73,11 +74,11 @@ class RealtimeSync:
     def __init__(
         self,
         store: MessageStore,
-        fanout: ChannelLayerFanout,
+        hub: DeliveryHub,
         connections: MemoryConnectionRegistry,
     ) -> None:
         self.store = store
-        self.fanout = fanout
+        self.hub = hub
         self.connections = connections
 
     # Server publishers -----------------------------------------------------
@@ -239,13 +240,13 @@ class RealtimeSync:
     def _deliver(self, message: dict[str, Any]) -> StoredMessage:
         entry = self.store.add_message(message)
         _stamp_from(message, entry)
-        self.fanout.send(entry)
+        self.hub.dispatch_threadsafe(entry)
         return entry
 
     async def _adeliver(self, message: dict[str, Any]) -> StoredMessage:
         entry = await self.store.aadd_message(message)
         _stamp_from(message, entry)
-        await self.fanout.asend(entry)
+        self.hub.dispatch_threadsafe(entry)
         return entry
 
     def _stats_dict(self, store_stats: Any) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """One live reader's position, and the rules that make delivery exact.
 
 A WebSocket connection receives messages two ways: live events from the
-channel layer, and reads from the store (resume, hole filling). The stream
+delivery hub, and reads from the store (resume, hole filling). The stream
 decides for each live event whether it is next (deliver it), already seen
-(drop it), or ahead of a hole (read the store first). Since the channel layer
-may drop events, a hole is filled from the store, so a lost event arrives
+(drop it), or ahead of a hole (read the store first). Live events can arrive
+out of order (publishes from several threads) or not at all (a lossy link
+between processes), so a hole is filled from the store: a lost event arrives
 late, never not at all, and never twice.
 """
 
@@ -91,13 +92,17 @@ class ReaderStream:
             return Verdict.SKIP
         return Verdict.DELIVER
 
-    def deliver(self, queue: str, seq: int, message: dict[str, Any]) -> dict:
-        """Advance past a DELIVER event; return the message with its cursor."""
+    def advance(self, queue: str, seq: int) -> str:
+        """Move past a DELIVER event; return the reader's cursor after it."""
         if queue == BROADCAST:
             self.position = self.position.after_broadcast(seq)
         else:
             self.position = self.position.after_user(seq)
-        return {**message, "cursor": self.position.encode()}
+        return self.position.encode()
+
+    def deliver(self, queue: str, seq: int, message: dict[str, Any]) -> dict:
+        """Advance past a DELIVER event; return the message with its cursor."""
+        return {**message, "cursor": self.advance(queue, seq)}
 
     def subscribe(self, topics: Iterable[str]) -> None:
         """Follow more topics from now on (older broadcasts are not replayed).

@@ -191,6 +191,13 @@ def test_sync_settings_follow_the_environment():
         SYNC_POLL_MAX_WAIT="7",
         SYNC_WS_RATE_LIMIT="20/5s",
         SYNC_WEBSOCKET_ENABLED="false",
+        SYNC_WS_MAX_CONNECTIONS_PER_USER="5",
+        SYNC_WS_MAX_PENDING_BYTES="131072",
+        SYNC_POLL_MAX_WAITING_PER_USER="3",
+        SYNC_CORS_ALLOWED_ORIGINS="https://app.example.com, https://b.example.com",
+        SYNC_STORE_MAX_BYTES="2097152",
+        SYNC_METRICS_ALLOW="10.0.0.1",
+        SYNC_TOPIC_AUTHORIZER="myapp.auth.can_follow",
     )
 
     expected = {
@@ -203,6 +210,13 @@ def test_sync_settings_follow_the_environment():
         "POLL_MAX_WAIT": 7,
         "WS_RATE_LIMIT": "20/5s",
         "WEBSOCKET_ENABLED": False,
+        "WS_MAX_CONNECTIONS_PER_USER": 5,
+        "WS_MAX_PENDING_BYTES": 131072,
+        "POLL_MAX_WAITING_PER_USER": 3,
+        "CORS_ALLOWED_ORIGINS": ["https://app.example.com", "https://b.example.com"],
+        "STORE_MAX_BYTES": 2097152,
+        "METRICS_ALLOW": ["10.0.0.1"],
+        "TOPIC_AUTHORIZER": "myapp.auth.can_follow",
         "REDIS_URL": None,
     }
     assert config["SYNC"] == expected

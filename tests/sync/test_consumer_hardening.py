@@ -12,7 +12,6 @@ import threading
 import time
 
 import pytest
-from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -20,7 +19,6 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from sync.services import get_realtime_sync, message_handler
-from sync.services.fanout import ChannelLayerFanout
 from sync.services.handlers import unregister
 from sync.services.streams import ReaderStream
 from tests.conftest import PASSWORD
@@ -220,25 +218,6 @@ async def test_subscribe_stops_once_the_store_gap_closed_the_socket(
     assert await receive_close_code(ws) == 4409  # and no `subscribed` before it
 
 
-async def test_a_failing_group_discard_still_unsubscribes_and_keeps_the_socket(
-    ws_connect, user, monkeypatch
-):
-    ws, _ = await ws_connect(user, query="topics=ops,news")
-    layer = get_channel_layer()
-
-    async def broken_discard(group, channel):
-        raise ConnectionError("layer down")
-
-    monkeypatch.setattr(layer, "group_discard", broken_discard)
-    await ws.send_json_to(
-        {"type": "unsubscribe", "payload": {"topics": ["ops"]}, "id": "u"}
-    )
-    frame = await receive_frame(ws)
-    assert frame["type"] == "unsubscribed"
-    assert frame["payload"]["topics"] == ["news"]
-    await assert_open(ws)
-
-
 async def test_a_forbidden_topic_on_the_connect_url_closes_4403(user, sync_config):
     sync_config(TOPIC_AUTHORIZER=f"{__name__}.forbid_secret_topics")
     connected, ws = await handshake(f"token={await token_for(user)}&topics=secret")
@@ -259,33 +238,3 @@ async def test_a_forbidden_topic_in_subscribe_gets_an_error_frame(
     assert_error(await receive_frame(ws), "forbidden_topic", "s")
     await ws.send_json_to({"type": "subscribe", "payload": {"topics": ["news"]}})
     assert (await receive_frame(ws))["payload"]["topics"] == ["news"]
-
-
-# Fan-out -----------------------------------------------------------------------
-
-
-async def test_one_failing_group_does_not_starve_the_other_topics(monkeypatch):
-    layer = get_channel_layer()
-    reached: list[str] = []
-    original = layer.group_send
-
-    async def flaky(group, event):
-        if group.endswith(".first"):
-            raise ConnectionError("layer down")
-        reached.append(group)
-        await original(group, event)
-
-    monkeypatch.setattr(layer, "group_send", flaky)
-    sync = get_realtime_sync()
-    entry = await sync_to_async(sync.store.add_message)(
-        {
-            "id": "msg_1",
-            "type": "announcement",
-            "payload": {},
-            "userId": None,
-            "topics": ["first", "second"],
-            "correlationId": None,
-        }
-    )
-    await ChannelLayerFanout().asend(entry)
-    assert reached == ["sync.topic.second"]

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.db import transaction
 
 from sync import exceptions
 from sync.models import Broadcast
 from sync.services import get_realtime_sync, message_handler
-from sync.services.fanout import BROADCAST_GROUP, topic_group, user_group
+from sync.services.fanout import user_group
 from sync.services.handlers import arun_handlers, unregister
 from sync.validation import MessageInput
 
@@ -236,36 +234,24 @@ async def test_the_async_send_path_leaves_handlers_to_run_after_the_ack(register
     assert received == [sent["id"]]
 
 
-async def test_fanout_sends_user_messages_to_the_users_group():
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(user_group(5), channel)
+async def test_publishing_hands_the_stored_message_to_the_hub():
+    delivered = []
 
-    sent = await get_realtime_sync().apublish("data.updated", {"n": 1}, 5)
-    event = await asyncio.wait_for(layer.receive(channel), 1)
+    class Socket:
+        def on_message(self, message):
+            delivered.append(message.entry)
 
-    assert event["type"] == "sync.message"
-    assert event["message"]["id"] == sent["id"]
-    assert (event["queue"], event["seq"]) == ("user", 1)
+    sync = get_realtime_sync()
+    sync.hub.add(Socket(), "5")
 
+    sent = await sync.apublish("data.updated", {"n": 1}, 5)
+    await sync.abroadcast("announcement", {}, topics=["ops"])
 
-async def test_fanout_sends_topic_broadcasts_to_topic_groups_only():
-    layer = get_channel_layer()
-    everyone, ops = await layer.new_channel(), await layer.new_channel()
-    await layer.group_add(BROADCAST_GROUP, everyone)
-    await layer.group_add(topic_group("ops"), ops)
-
-    await get_realtime_sync().abroadcast("announcement", {}, topics=["ops"])
-    await get_realtime_sync().abroadcast("announcement", {})
-
-    first = await asyncio.wait_for(layer.receive(ops), 1)
-    second = await asyncio.wait_for(layer.receive(everyone), 1)
-    assert (first["queue"], first["seq"], first["message"]["topics"]) == (
-        "broadcast",
-        1,
-        ["ops"],
-    )
-    assert (second["seq"], second["message"]["topics"]) == (2, [])
+    assert [(entry.queue, entry.seq) for entry in delivered] == [
+        ("user", 1),
+        ("broadcast", 1),
+    ]
+    assert delivered[0].envelope["id"] == sent["id"]
 
 
 def test_user_groups_are_valid_channel_layer_names():

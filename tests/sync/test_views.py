@@ -727,21 +727,21 @@ def test_limit_gives_a_page_and_has_more(api_client, user):
     assert poll(api_client, limit=5)["hasMore"] is False
 
 
-def test_page_splits_same_millisecond_messages_only_when_reading_by_since(
+def test_since_paging_sees_same_millisecond_messages_once(
     api_client, staff_client, user, store, clock
 ):
-    # The fake clock stands still: the user message and the broadcast share a
-    # millisecond. A `since` page cannot split them without skipping one.
+    # The fake clock stands still, yet a reader's messages get distinct
+    # timestamps, so `since` pages of one never skip or repeat a message.
     start = poll(api_client)
     publish(user, 0)
     broadcast(staff_client, {"type": "news", "payload": {"n": 1}})
     publish(user, 2)
-    by_since = poll(api_client, since=0, limit=1)
-    assert numbers(by_since["messages"]) == [0, 1]
-    assert by_since["hasMore"] is True
-    rest = poll(api_client, since=by_since["timestamp"], limit=1)
-    assert numbers(rest["messages"]) == [2]
-    assert rest["hasMore"] is False
+    seen, since, has_more = [], 0, True
+    while has_more:
+        body = poll(api_client, since=since, limit=1)
+        seen += numbers(body["messages"])
+        since, has_more = body["timestamp"], body["hasMore"]
+    assert seen == [0, 1, 2]
     assert numbers(read_all_from(api_client, start["cursor"], 1)) == [0, 1, 2]
 
 

@@ -1,7 +1,8 @@
-"""A channel layer that drops messages must not make WebSocket clients miss any.
+"""Live delivery that loses or reorders messages must not make clients miss any.
 
-channels-redis drops past its capacity and the in-memory layer past 100 per
-channel, silently. These tests install a layer that drops on purpose.
+In one process the hub loses nothing, but publishes from several threads can
+reach it out of order, and between processes (Redis) a message can be lost.
+These tests install a hub that drops or delays messages on purpose.
 """
 
 from __future__ import annotations
@@ -9,34 +10,41 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from channels.layers import InMemoryChannelLayer, channel_layers
 
 from sync.services import get_realtime_sync
+from sync.services.hub import DeliveryHub
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-class DroppingLayer(InMemoryChannelLayer):
-    """Loses every group_send whose payload number is in `drop`."""
+class DroppingHub(DeliveryHub):
+    """Loses every message whose payload number is in `drop`; holds back those
+    in `delay` until the next message has been dispatched."""
 
-    drop: set[int] = set()
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop: set[int] = set()
+        self.delay: set[int] = set()
+        self.delayed: list = []
 
-    async def group_send(self, group, message):
-        number = message.get("message", {}).get("payload", {}).get("n")
+    def dispatch(self, entry):
+        number = entry.envelope["payload"].get("n")
         if number in self.drop:
-            return
-        await super().group_send(group, message)
+            return 0
+        if number in self.delay:
+            self.delayed.append(entry)
+            return 0
+        count = super().dispatch(entry)
+        while self.delayed:
+            super().dispatch(self.delayed.pop(0))
+        return count
 
 
 @pytest.fixture
-def dropping_layer(settings):
-    settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "tests.sync.test_lossy_layer.DroppingLayer"}
-    }
-    channel_layers.backends.clear()
-    yield DroppingLayer
-    DroppingLayer.drop = set()
-    channel_layers.backends.clear()
+def dropping_layer():
+    hub = DroppingHub()
+    get_realtime_sync().hub = hub
+    return hub
 
 
 async def receive_numbers(ws, count, timeout=2):
@@ -100,3 +108,16 @@ async def test_lost_by_layer_and_store_closes_4409_for_a_resync(
     assert await receive_numbers(ws, 1) == [0]
     assert await receive_numbers(ws, 2) == [3, 4]  # what the store still had
     assert await ws.receive_output(2) == {"type": "websocket.close", "code": 4409}
+
+
+async def test_messages_out_of_order_arrive_in_order_and_once(
+    dropping_layer, ws_connect, user
+):
+    dropping_layer.delay = {1, 3}
+    ws, _ = await ws_connect(user)
+    sync = get_realtime_sync()
+    for n in range(5):
+        await sync.apublish("data.updated", {"n": n}, user.pk)
+
+    assert await receive_numbers(ws, 5) == [0, 1, 2, 3, 4]
+    assert await ws.receive_nothing(0.2)

@@ -1,0 +1,123 @@
+"""The per-process delivery hub: stored messages to local sockets, encoded once.
+
+Every live socket of this process registers here, by user. Publishing hands
+the stored message to the hub, which encodes its envelope once and gives
+each socket that may see it the same bytes, with only the reader's cursor
+spliced in. No channel-layer message and no task per socket: one broadcast
+to N sockets is one loop over N subscribers on the event loop.
+
+The hub only ever runs on the event loop that serves the sockets; a publish
+from another thread (a sync view, a signal in a worker) is handed to that
+loop. Order across threads is therefore not guaranteed, which the readers
+tolerate: a queue sequence that jumps makes the socket read the store first.
+Across processes (Redis) one subscription per process feeds ``dispatch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Protocol
+
+from sync.services.message_queue import BROADCAST, StoredMessage
+
+logger = logging.getLogger(__name__)
+
+# Stands where the reader's cursor goes; a cursor can never contain it.
+CURSOR_SLOT = "\u0000cursor\u0000"
+CURSOR_SLOT_JSON = json.dumps(CURSOR_SLOT)
+
+
+class EncodedMessage:
+    """A stored message's frame, encoded once, with a slot for the cursor."""
+
+    __slots__ = ("entry", "prefix", "suffix")
+
+    def __init__(self, entry: StoredMessage) -> None:
+        self.entry = entry
+        text = json.dumps(
+            {**entry.envelope, "cursor": CURSOR_SLOT}, separators=(",", ":")
+        )
+        self.prefix, self.suffix = text.split(CURSOR_SLOT_JSON, 1)
+
+    def text_for(self, cursor: str) -> str:
+        """The frame for a reader whose position after this message is `cursor`."""
+        return f'{self.prefix}"{cursor}"{self.suffix}'
+
+
+class Subscriber(Protocol):
+    """What the hub needs of a socket (the consumer)."""
+
+    def on_message(self, message: EncodedMessage) -> None:
+        """Take one stored message; must not block."""
+
+
+class DeliveryHub:
+    """Live sockets of this process, by user; fed stored messages."""
+
+    def __init__(self) -> None:
+        self._by_user: dict[str, set[Subscriber]] = {}
+        self._everyone: set[Subscriber] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, subscriber: Subscriber, user_id: str) -> None:
+        """Register a socket (on the event loop that serves it)."""
+        self._loop = asyncio.get_running_loop()
+        self._by_user.setdefault(user_id, set()).add(subscriber)
+        self._everyone.add(subscriber)
+
+    def remove(self, subscriber: Subscriber, user_id: str) -> None:
+        """Forget a socket; safe to call twice."""
+        self._everyone.discard(subscriber)
+        sockets = self._by_user.get(user_id)
+        if sockets is not None:
+            sockets.discard(subscriber)
+            if not sockets:
+                del self._by_user[user_id]
+
+    @property
+    def socket_count(self) -> int:
+        """Sockets registered now."""
+        return len(self._everyone)
+
+    def dispatch(self, entry: StoredMessage) -> int:
+        """Hand `entry` to every local socket that may see it; return how many.
+
+        Broadcasts go to every socket, topic ones included: a reader that does
+        not follow the topic only notes the sequence number, so its next
+        broadcast is not mistaken for a gap.
+        """
+        if entry.queue == BROADCAST:
+            receivers = list(self._everyone)
+        else:
+            receivers = list(self._by_user.get(entry.envelope["userId"], ()))
+        if not receivers:
+            return 0
+        message = EncodedMessage(entry)
+        for subscriber in receivers:
+            try:
+                subscriber.on_message(message)
+            except Exception:
+                # One broken socket must not cost the others their message.
+                logger.exception("delivery to one socket failed")
+        return len(receivers)
+
+    def dispatch_threadsafe(self, entry: StoredMessage) -> None:
+        """`dispatch` from any thread: now on the loop, else scheduled onto it."""
+        loop = self._loop
+        if loop is None:
+            return  # no socket was ever opened in this process
+        with contextlib.suppress(RuntimeError):
+            if _running_loop() is loop:
+                self.dispatch(entry)
+            else:
+                loop.call_soon_threadsafe(self.dispatch, entry)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
