@@ -10,6 +10,7 @@ from rest_framework.response import Response
 
 from sync.apiview import SyncAPIView
 from sync.exceptions import InvalidCredentials
+from sync.schema import BODY_CODES, RETRY_AFTER, responses
 from sync.serializers import TokenRequest, TokenResponse
 from sync.validation import check_fields
 
@@ -22,7 +23,19 @@ class ObtainTokenView(SyncAPIView):
     authentication_classes = []  # no session, so no CSRF on this form
     permission_classes = [AllowAny]
 
-    @extend_schema(request=TokenRequest, responses=TokenResponse)
+    @extend_schema(
+        request=TokenRequest,
+        parameters=[RETRY_AFTER],
+        responses=responses(
+            200,
+            TokenResponse,
+            *(400, 413, 415, 429),
+            notes={
+                400: f"invalid_credentials (also for an inactive user), "
+                f"missing_field, {BODY_CODES}."
+            },
+        ),
+    )
     def post(self, request):
         data = check_fields(
             request.data, TOKEN_FIELDS, required=("username", "password")

@@ -10,6 +10,7 @@ from rest_framework.parsers import JSONParser
 
 from sync.conf import sync_settings
 from sync.exceptions import InvalidJSON, InvalidUnicode, PayloadTooLarge
+from sync.validation import is_valid_unicode
 
 # Room for the envelope around a maximal payload (type, ids, topics).
 BODY_OVERHEAD_BYTES = 4096
@@ -90,15 +91,6 @@ def _holds_lone_surrogate(value: Any) -> bool:
         elif isinstance(node, list):
             pending.extend(node)
     return False
-
-
-def is_valid_unicode(text: str) -> bool:
-    """False when `text` holds a lone surrogate, which UTF-8 cannot encode."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class StrictJSONParser(JSONParser):

@@ -15,11 +15,13 @@ from typing import Any
 
 from sync import exceptions
 from sync.conf import MAX_PAYLOAD_DEPTH, MAX_TOPICS, sync_settings
-from sync.parsers import is_valid_unicode
 
 TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 # Topics become channel-layer group names, which allow no colon.
 TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_TOPIC = TOPIC_PATTERN.pattern.strip("^$")
+# The grammar parse_topic_list() reads; MAX_TOPICS names at most.
+TOPIC_LIST_PATTERN = f"^ *(?:{_TOPIC})? *(?:, *(?:{_TOPIC})? *)*$"
 MAX_CORRELATION_ID_LENGTH = 128
 
 # Lower case: clients may not pass for the server in any case ("DATA.updated").
@@ -163,10 +165,15 @@ def validate_topic_field(value: Any) -> tuple[str, ...]:
 
 
 def parse_topic_list(text: str | None) -> tuple[str, ...]:
-    """Parse ``a,b`` from a query string into validated topics."""
+    """Parse ``a,b`` from a query string into validated topics.
+
+    Spaces around names and empty items are ignored (``a, b,``), as
+    TOPIC_LIST_PATTERN says for the OpenAPI schema.
+    """
     if not text:
         return ()
-    return validate_topics([item.strip() for item in text.split(",") if item.strip()])
+    items = (item.strip(" ") for item in text.split(","))
+    return validate_topics([item for item in items if item])
 
 
 def validate_correlation_id(value: Any) -> str | None:
@@ -178,6 +185,15 @@ def validate_correlation_id(value: Any) -> str | None:
     if not is_valid_unicode(value):
         raise exceptions.InvalidUnicode(details={"field": "correlationId"})
     return value
+
+
+def is_valid_unicode(text: str) -> bool:
+    """False when `text` holds a lone surrogate, which UTF-8 cannot encode."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_fields(

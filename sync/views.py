@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
@@ -13,26 +13,42 @@ from sync.clock import now_ms
 from sync.conf import sync_settings
 from sync.permissions import IsStaff
 from sync.query_params import parse_poll_query
+from sync.schema import (
+    MESSAGE_CODES,
+    POLL_PARAMETERS,
+    RETRY_AFTER,
+    TOKEN_CHALLENGE,
+    EmptyMeansAbsentSchema,
+    responses,
+)
 from sync.services import get_message_queue, get_realtime_sync
 from sync.services.polling import poll
 from sync.topic_access import aauthorize_topics
 from sync.validation import validate_broadcast, validate_client_message
 
 POLL_ENDPOINT = "/api/sync/poll"
+CSRF_FAILED = "csrf_failed: a session request without its CSRF token."
 
 
 class PollView(SyncAPIView):
     """The caller's messages and visible broadcasts after a position."""
 
+    schema = EmptyMeansAbsentSchema()
+
     @extend_schema(
-        parameters=[
-            OpenApiParameter("since", int, description="Milliseconds; default 0."),
-            OpenApiParameter("cursor", str, description="Wins over since."),
-            OpenApiParameter("topics", str, description="Comma-separated topics."),
-            OpenApiParameter("limit", int, description="1-1000, default 100."),
-            OpenApiParameter("wait", float, description="Long poll, seconds."),
-        ],
-        responses=serializers.PollResponse,
+        parameters=[*POLL_PARAMETERS, RETRY_AFTER, TOKEN_CHALLENGE],
+        responses=responses(
+            200,
+            serializers.PollResponse,
+            *(400, 401, 403, 429, 503),
+            notes={
+                400: "invalid_since, invalid_cursor, invalid_limit, invalid_wait, "
+                "invalid_topics.",
+                403: "forbidden_topic: the topic authorizer refused a topic.",
+                429: "throttled: too many requests, or too many long polls "
+                "waiting; retry after Retry-After seconds.",
+            },
+        ),
     )
     async def get(self, request):
         query = parse_poll_query(request.query_params)
@@ -54,7 +70,19 @@ class PollView(SyncAPIView):
 class SendView(SyncAPIView):
     """A client message, delivered to every connection of the sender."""
 
-    @extend_schema(request=serializers.SendRequest, responses=serializers.SendResponse)
+    @extend_schema(
+        request=serializers.SendRequest,
+        parameters=[RETRY_AFTER, TOKEN_CHALLENGE],
+        responses=responses(
+            201,
+            serializers.SendResponse,
+            *(400, 401, 403, 413, 415, 429, 503),
+            notes={
+                400: f"{MESSAGE_CODES}, reserved_type, invalid_correlation_id.",
+                403: CSRF_FAILED,
+            },
+        ),
+    )
     def post(self, request):
         message = validate_client_message(request.data)
         sent = get_realtime_sync().send_from_client(request.user, message)
@@ -67,7 +95,10 @@ class SendView(SyncAPIView):
 class StatusView(SyncAPIView):
     """Connection and queue figures, in the shape of the original design."""
 
-    @extend_schema(responses=serializers.StatusResponse)
+    @extend_schema(
+        parameters=[RETRY_AFTER, TOKEN_CHALLENGE],
+        responses=responses(200, serializers.StatusResponse, 401, 429, 503),
+    )
     def get(self, request):
         stats = get_realtime_sync().get_stats()
         return Response(
@@ -98,7 +129,18 @@ class BroadcastView(SyncAPIView):
     permission_classes = [IsStaff]
 
     @extend_schema(
-        request=serializers.BroadcastRequest, responses=serializers.BroadcastResponse
+        request=serializers.BroadcastRequest,
+        parameters=[RETRY_AFTER, TOKEN_CHALLENGE],
+        responses=responses(
+            201,
+            serializers.BroadcastResponse,
+            *(400, 401, 403, 413, 415, 429, 503),
+            notes={
+                400: f"{MESSAGE_CODES}, invalid_topics.",
+                403: f"permission_denied: staff only. {CSRF_FAILED}",
+            },
+        ),
+        description="Staff only. Every broadcast is recorded for the admin.",
     )
     def post(self, request):
         message = validate_broadcast(request.data)

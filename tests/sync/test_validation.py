@@ -7,12 +7,16 @@ Each rule has a rejecting case that checks the error class and its stable
 from __future__ import annotations
 
 import json
+import re
 from contextlib import contextmanager
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sync import exceptions
 from sync.validation import (
+    TOPIC_LIST_PATTERN,
     parse_topic_list,
     validate_broadcast,
     validate_client_message,
@@ -333,10 +337,24 @@ def test_topic_with_trailing_newline_is_invalid_topics():
 
 def test_topic_list_from_a_query_string():
     assert parse_topic_list("ops, news,,ops") == ("ops", "news")
+    assert parse_topic_list(" ops ,") == ("ops",)
     assert parse_topic_list("") == ()
     assert parse_topic_list(None) == ()
     with rejected(exceptions.InvalidTopics, "invalid_topics"):
         parse_topic_list("ops,a:b")
+    with rejected(exceptions.InvalidTopics, "invalid_topics"):
+        parse_topic_list("ops\t,news")
+
+
+@settings(database=None)
+@given(st.text(alphabet=" ,\tab0.-_:", max_size=30))
+def test_topic_list_pattern_of_the_schema_says_what_the_parser_accepts(text):
+    try:
+        parse_topic_list(text)
+        accepted = True
+    except exceptions.InvalidTopics:
+        accepted = False
+    assert accepted == bool(re.fullmatch(TOPIC_LIST_PATTERN, text))
 
 
 # Correlation id ---------------------------------------------------------------
