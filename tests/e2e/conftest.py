@@ -3,8 +3,13 @@
 ``daphne_server(**env)`` returns a server for those environment overrides;
 tests asking for the same ``env`` share one server for the whole session.
 ``dedicated_daphne_server(**env)`` starts a server nobody else uses (for tests
-that stop it, or count exactly what it holds), stopped at the end of the test.
-A server that fails to start fails the test with daphne's log.
+that stop it, restart it, or count exactly what it holds), stopped at the end
+of the test. A server that fails to start fails the test with daphne's log.
+
+Every server can be restarted on the same port and database
+(``server.restart()``: SIGTERM, wait for the exit, start again), and runs
+management commands on its database from another process
+(``server.shell(code)``, ``server.create_users(...)``).
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ entry point) with the production settings module, on its own copy of a
 migrated SQLite file, with the embedded defaults (no REDIS_URL) plus the given
 environment overrides. ``prepare_template_database`` migrates that file once
 and creates users alice, bob and staff carol with API tokens.
+
+A server can be restarted on the same port and database (``restart``), so
+clients reconnect to the same URL, and ``manage`` runs a management command
+(``shell -c`` included) on its database from another process.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -93,12 +97,14 @@ def child_env(database: Path, overrides: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def run_manage(database: Path, *args: str) -> str:
+def run_manage(
+    database: Path, *args: str, overrides: dict[str, str] | None = None
+) -> str:
     """Run ``manage.py <args>`` on `database`; return its standard output."""
     completed = subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=PROJECT_ROOT,
-        env=child_env(database, {}),
+        env=child_env(database, overrides or {}),
         capture_output=True,
         text=True,
         timeout=120,
@@ -155,6 +161,8 @@ class DaphneServer:
     tokens: dict[str, str]
     process: subprocess.Popen
     log_path: Path
+    database: Path | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
 
     @staticmethod
     def password(user: str) -> str:
@@ -301,8 +309,11 @@ class DaphneServer:
             page = self.poll(user, cursor=page["cursor"], limit=1000)
         return page["cursor"]
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if daphne has not exited in STOP_TIMEOUT."""
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL if daphne has not exited in STOP_TIMEOUT.
+
+        Returns daphne's exit status (negative: killed by that signal).
+        """
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -310,6 +321,58 @@ class DaphneServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(STOP_TIMEOUT)
+        return self.process.returncode
+
+    def restart(self) -> int:
+        """Stop (SIGTERM), then serve again on the same port and database.
+
+        Returns the exit status of the stopped process. The log goes on in
+        the same file. With the in-memory store, the new process starts a
+        new epoch: cursors from before it are recognised as stale.
+        """
+        exit_status = self.stop()
+        self.process = launch_daphne(
+            self.port, self._database(), self.overrides, self.log_path
+        )
+        try:
+            wait_until_listening(self)
+        except BaseException:
+            self.stop()
+            raise
+        return exit_status
+
+    def manage(self, *args: str) -> str:
+        """Run ``manage.py <args>`` on this server's database, in a new process."""
+        return run_manage(self._database(), *args, overrides=self.overrides)
+
+    def shell(self, code: str) -> str:
+        """Run `code` with ``manage.py shell -c``; return what it printed."""
+        return self.manage("shell", "-c", code)
+
+    def create_users(self, *names: str, is_staff: bool = False) -> dict[str, str]:
+        """Create users with a password and an API token each (one process).
+
+        Returns their tokens, also added to `tokens`, so each name works
+        wherever a user name does (requests, ``websocket_url``).
+        """
+        users = dict.fromkeys(names, is_staff)
+        output = self.shell(CREATE_USERS % (users, PASSWORD_PATTERN))
+        created = tokens_printed(output)
+        self.tokens.update(created)
+        return created
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the daphne process right now (Linux /proc)."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kilobytes = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        if kilobytes is None:
+            raise ServerFailed(f"no VmRSS for daphne ({self.process.pid})")
+        return int(kilobytes[1]) * 1024
+
+    def _database(self) -> Path:
+        if self.database is None:
+            raise ServerFailed("this server was not started on a known database")
+        return self.database
 
 
 def start_daphne(
@@ -320,22 +383,33 @@ def start_daphne(
     shutil.copyfile(template.path, database)
     port = free_port()
     log_path = directory / "daphne.log"
-    command = [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*command, "config.asgi:application"],
-            cwd=PROJECT_ROOT,
-            env=child_env(database, overrides),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = DaphneServer(port, template.tokens, process, log_path)
+    log_path.write_bytes(b"")
+    process = launch_daphne(port, database, overrides, log_path)
+    # Tokens are copied: users created on this server stay on this server.
+    server = DaphneServer(
+        port, dict(template.tokens), process, log_path, database, dict(overrides)
+    )
     try:
         wait_until_listening(server)
     except BaseException:
         server.stop()
         raise
     return server
+
+
+def launch_daphne(
+    port: int, database: Path, overrides: dict[str, str], log_path: Path
+) -> subprocess.Popen:
+    """Start a daphne process on `port`, appending its output to `log_path`."""
+    command = [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port)]
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [*command, "config.asgi:application"],
+            cwd=PROJECT_ROOT,
+            env=child_env(database, overrides),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def wait_until_listening(server: DaphneServer) -> None:
@@ -362,7 +436,12 @@ def prepare_template_database(directory: Path) -> TemplateDatabase:
     run_manage(path, "migrate", "--noinput")
     script = CREATE_USERS % (USERS, PASSWORD_PATTERN)
     output = run_manage(path, "shell", "-c", script)
+    return TemplateDatabase(path, tokens_printed(output))
+
+
+def tokens_printed(output: str) -> dict[str, str]:
+    """The ``TOKENS=<json>`` line a CREATE_USERS script printed."""
     lines = [line for line in output.splitlines() if line.startswith("TOKENS=")]
     if not lines:
         raise ServerFailed(f"no tokens printed by manage.py shell:\n{output}")
-    return TemplateDatabase(path, json.loads(lines[-1].removeprefix("TOKENS=")))
+    return json.loads(lines[-1].removeprefix("TOKENS="))
