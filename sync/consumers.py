@@ -365,10 +365,19 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             await self._accept_message(validate_client_frame(frame), correlation)
 
     async def _accept_message(self, message, correlation) -> None:
-        """Store and deliver, ack, then hand to server-side handlers."""
+        """Store and deliver, ack, then hand to server-side handlers.
+
+        This socket's own copy of the message is held until the ack is out,
+        so the sender learns the message id before it sees the echo.
+        """
         self.handler_queue.check_room(message.type)
-        sent = await self.sync.asend_from_client(self.user, message)
-        await self.send_frame(frames.ack(sent, correlation))
+        already_filling, self.filling = self.filling, True
+        try:
+            sent = await self.sync.asend_from_client(self.user, message)
+            await self.send_frame(frames.ack(sent, correlation))
+        finally:
+            if not already_filling:
+                await self._settle(read_first=False)
         self.handler_queue.submit(sent, self.user)
 
     async def _subscribe(self, topics, correlation) -> None:
