@@ -1,4 +1,4 @@
-"""ASGI entry point: ``daphne config.asgi:application``.
+"""ASGI entry point: ``uvicorn config.asgi:application`` or ``daphne …``.
 
 HTTP goes to Django (with /api/ bodies bounded); WebSocket goes through the
 on/off switch, the Origin check, session then token authentication, to the
@@ -21,8 +21,10 @@ from sync.asgi_limits import RequestBodyLimit  # noqa: E402
 from sync.daphne_compat import patch_daphne  # noqa: E402
 from sync.middleware import OriginCheck, TokenAuthMiddleware, WebsocketSwitch  # noqa: E402
 from sync.routing import websocket_urlpatterns  # noqa: E402
+from sync.uvicorn_compat import patch_uvicorn  # noqa: E402
 
 patch_daphne()
+patch_uvicorn()
 
 application = ProtocolTypeRouter(
     {

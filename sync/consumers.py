@@ -192,6 +192,12 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         await super().accept(subprotocol, headers)
         self.accepted = True
 
+    def close_now(self, code: int) -> None:
+        """Queue the close frame without waiting (the hub, on shutdown)."""
+        if not self.closed and self.outbox is not None:
+            self.closed = True
+            self.outbox.close(code)
+
     async def close(self, code=None, reason=None) -> None:
         """Close after every frame already queued for the client."""
         if self.closed:

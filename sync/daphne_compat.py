@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 
+from sync.logging import redact_tokens
 from sync.services import lifecycle
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,6 @@ PROTOCOL_CLOSE_CODES = frozenset({1001, 1009})
 REQUEST_GRACE_SECONDS = 5.0
 # Seconds left to the reactor to write the last responses out.
 FLUSH_SECONDS = 0.2
-TOKEN_IN_QUERY = re.compile(r"(?<=[?&]token=)[^&#\s]*", re.IGNORECASE)
 
 
 def patch_daphne() -> None:
@@ -51,11 +50,6 @@ def patch_daphne() -> None:
     _redact_logged_tokens(Server)
     Server.kill_all_applications = _kill_all_applications
     Server._sync_patched = True
-
-
-def redact_tokens(path: str) -> str:
-    """`path` with the value of any ``token=`` query parameter hidden."""
-    return TOKEN_IN_QUERY.sub("[redacted]", path)
 
 
 def _allow_protocol_close_codes(protocol_class) -> None:

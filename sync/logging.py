@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 import logging
+import re
 
 # Attributes every LogRecord has; anything else came from `extra=`.
 STANDARD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
 ) | {"message", "asctime"}
+
+
+TOKEN_IN_QUERY = re.compile(r"(?<=[?&]token=)[^&#\s\"]*", re.IGNORECASE)
+
+
+def redact_tokens(path: str) -> str:
+    """`path` with the value of any ``token=`` query parameter hidden."""
+    return TOKEN_IN_QUERY.sub("[redacted]", path)
+
+
+class RedactTokens(logging.Filter):
+    """Hide ``?token=`` values in a record's arguments (access logs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_tokens(arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
 
 
 class StructuredFormatter(logging.Formatter):

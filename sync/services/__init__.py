@@ -12,6 +12,7 @@ import logging
 import threading
 
 from sync.conf import sync_settings
+from sync.services import lifecycle
 from sync.services.connections import MemoryConnectionRegistry
 from sync.services.handlers import message_handler
 from sync.services.hub import DeliveryHub
@@ -28,6 +29,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+GOING_AWAY = 1001
 _lock = threading.Lock()
 _realtime_sync: RealtimeSync | None = None
 
@@ -66,5 +68,12 @@ def create_store() -> MessageStore:
     return MemoryMessageStore()
 
 
+def _close_sockets_for_shutdown() -> None:
+    # 1001 tells clients to reconnect elsewhere and resume by cursor.
+    if _realtime_sync is not None:
+        _realtime_sync.hub.close_all(GOING_AWAY)
+
+
 def _build(store: MessageStore) -> RealtimeSync:
+    lifecycle.on_shutdown(_close_sockets_for_shutdown)
     return RealtimeSync(store, DeliveryHub(), MemoryConnectionRegistry())

@@ -53,6 +53,9 @@ class Subscriber(Protocol):
     def on_message(self, message: EncodedMessage) -> None:
         """Take one stored message; must not block."""
 
+    def close_now(self, code: int) -> None:
+        """Queue a close frame with `code`; must not block."""
+
 
 class DeliveryHub:
     """Live sockets of this process, by user; fed stored messages."""
@@ -103,6 +106,24 @@ class DeliveryHub:
                 # One broken socket must not cost the others their message.
                 logger.exception("delivery to one socket failed")
         return len(receivers)
+
+    def close_all(self, code: int) -> None:
+        """Close every local socket with `code` (1001 on shutdown), from any thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        if _running_loop() is loop:
+            self._close_all(code)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(self._close_all, code)
+
+    def _close_all(self, code: int) -> None:
+        for subscriber in list(self._everyone):
+            try:
+                subscriber.close_now(code)
+            except Exception:
+                logger.exception("closing one socket failed")
 
     def dispatch_threadsafe(self, entry: StoredMessage) -> None:
         """`dispatch` from any thread: now on the loop, else scheduled onto it."""

@@ -114,3 +114,19 @@ async def test_removed_sockets_receive_nothing():
 
     assert hub.dispatch(stored(store, None)) == 0
     assert hub.socket_count == 0
+
+
+async def test_shutdown_closes_every_socket_with_1001():
+    hub = DeliveryHub()
+
+    class Closing(Socket):
+        def close_now(self, code: int) -> None:
+            self.closed_with = code
+
+    sockets = [Closing(), Closing()]
+    for number, socket in enumerate(sockets):
+        hub.add(socket, str(number))
+
+    hub.close_all(1001)
+
+    assert [socket.closed_with for socket in sockets] == [1001, 1001]

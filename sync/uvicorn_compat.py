@@ -1,0 +1,43 @@
+"""A clean shutdown under uvicorn, as SPEC §4-§5 ask, applied from config.asgi.
+
+uvicorn's own shutdown closes sockets with 1012 and waits for requests in
+flight, so a waiting long poll would hold the process for up to
+``SYNC_POLL_MAX_WAIT``. Before it starts, we tell the service layer to shut
+down: every socket is closed with 1001 (clients reconnect elsewhere and
+resume by cursor) and waiting long polls answer at once, empty. uvicorn then
+lets the rest of the requests in flight finish, as it always does.
+
+The hook wraps ``Server.shutdown``, which uvicorn looks up when the signal
+has been seen; its signal handlers are bound before the application loads.
+
+Also: uvicorn's access log writes the query string, so ``?token=`` values are
+redacted from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sync.logging import RedactTokens
+from sync.services import lifecycle
+
+
+def patch_uvicorn() -> None:
+    """Wrap uvicorn's Server.shutdown once, if uvicorn is installed."""
+    try:
+        from uvicorn.server import Server
+    except ImportError:
+        return
+    if getattr(Server, "_sync_patched", False):
+        return
+    original = Server.shutdown
+
+    async def shutdown(self, sockets=None):
+        lifecycle.begin_shutdown()
+        await asyncio.sleep(0)  # let the 1001 close frames go out first
+        await original(self, sockets=sockets)
+
+    Server.shutdown = shutdown
+    Server._sync_patched = True
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
