@@ -32,6 +32,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from sync import frames
 from sync.conf import MAX_TOPICS, sync_settings
 from sync.exceptions import InvalidJSON, InvalidTopics, SyncError
+from sync.heartbeats import heartbeats
 from sync.middleware import query_param
 from sync.outbox import CLOSE_SLOW_CONSUMER, Outbox, transport_backlog
 from sync.parsers import loads_strict, max_body_bytes
@@ -41,7 +42,6 @@ from sync.services.cursors import decode_cursor
 from sync.services.fanout import user_group
 from sync.services.handlers import HandlerQueue
 from sync.services.hub import EncodedMessage
-from sync.services.revocation import ais_still_authorized
 from sync.services.streams import ReaderStream, Verdict
 from sync.topic_access import aauthorize_topics
 from sync.validation import (
@@ -123,6 +123,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         self.frame_counter = LocalWindowCounter(sync_settings.ws_rate_limit)
         self.handler_queue = HandlerQueue()
         self.last_seen = asyncio.get_running_loop().time()
+        self.credentials = (user.pk, self.auth_token)
         self.held: list[EncodedMessage] = []
         self.held_overflow = False
         self.fill_task: asyncio.Task | None = None
@@ -135,7 +136,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         head = await self.stream.start(cursor)
         await self._replay(head, resumed=cursor is not None)
         await self._settle(read_first=False)
-        self.heartbeat = asyncio.create_task(self._heartbeat())
+        heartbeats().add(self)
         logger.info(
             "websocket connected",
             extra={"connection_id": self.connection_id, "user_id": user.pk},
@@ -219,9 +220,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             return
         self.registered = False
         connection_id = self.connection_id
-        heartbeat = getattr(self, "heartbeat", None)
-        if heartbeat is not None and heartbeat is not asyncio.current_task():
-            heartbeat.cancel()
+        heartbeats().remove(self)
         handler_queue = getattr(self, "handler_queue", None)
         if handler_queue is not None:
             handler_queue.stop()
@@ -413,44 +412,15 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         self.sync.connections.subscribed(self.connection_id, len(topics))
         await self.send_frame(frames.topics_changed(kind, topics, correlation))
 
-    # Heartbeat -----------------------------------------------------------------
+    # Heartbeat (driven by sync.heartbeats) ------------------------------------
 
-    async def _heartbeat(self) -> None:
-        """Ping every interval; close 4408 after two silent intervals.
+    def send_ping(self) -> None:
+        """The server's heartbeat frame."""
+        self._send_text(encode_frame(frames.ping()))
 
-        Each beat re-checks the user and token (4401 when revoked), and
-        checks the store, so a message whose live event was the last one and
-        got lost still arrives within one interval.
-        """
-        loop = asyncio.get_running_loop()
-        interval = sync_settings.HEARTBEAT_INTERVAL
-        next_ping = loop.time() + interval
-        while not self.closed:
-            deadline = self.last_seen + 2 * interval
-            await asyncio.sleep(max(0.0, min(next_ping, deadline) - loop.time()))
-            if loop.time() >= self.last_seen + 2 * interval:
-                await self.close(code=CLOSE_SILENT)
-                return
-            if loop.time() >= next_ping:
-                next_ping += interval
-                if not await self._still_authorized():
-                    await self.close(code=CLOSE_UNAUTHENTICATED)
-                    return
-                await self.send_frame(frames.ping())
-                await self._catch_up_if_behind()
-
-    async def _still_authorized(self) -> bool:
-        """Catches revocations made where no signal reached us (a shell, a
-        host without Redis): the user is active and its token still exists."""
-        try:
-            return await ais_still_authorized(self.user.pk, self.auth_token)
-        except Exception:
-            # A database hiccup is no proof of revocation: keep the socket.
-            logger.warning("authorization re-check failed", exc_info=True)
-            return True
-
-    async def _catch_up_if_behind(self) -> None:
-        if not self.filling and await self.stream.is_behind():
+    async def catch_up_if_behind(self) -> None:
+        """Deliver a message whose live copy was the last one and got lost."""
+        if not self.closed and not self.filling and await self.stream.is_behind():
             await self._catch_up()
 
     # Helpers -------------------------------------------------------------------

@@ -108,21 +108,24 @@ class HandlerQueue:
     MAX_PENDING = 100
 
     def __init__(self) -> None:
-        self._pending: asyncio.Queue[tuple[dict[str, Any], Any]] = asyncio.Queue()
+        # Made on first use: most sockets never call a handler.
+        self._pending: asyncio.Queue[tuple[dict[str, Any], Any]] | None = None
         self._worker: asyncio.Task[None] | None = None
 
     def check_room(self, message_type: str) -> None:
         """Raise HandlersBusy if a message of this type could not be queued."""
-        if handlers_for(message_type) and self._pending.qsize() >= self.MAX_PENDING:
+        waiting = self._pending.qsize() if self._pending is not None else 0
+        if handlers_for(message_type) and waiting >= self.MAX_PENDING:
             raise HandlersBusy(details={"limit": self.MAX_PENDING})
 
     def submit(self, message: dict[str, Any], user: Any) -> None:
         """Queue the handlers of an accepted message; returns at once."""
         if not handlers_for(message["type"]):
             return
-        self._pending.put_nowait((message, user))
-        if self._worker is None:
+        if self._pending is None:
+            self._pending = asyncio.Queue()
             self._worker = asyncio.create_task(self._run())
+        self._pending.put_nowait((message, user))
 
     def stop(self) -> None:
         """The socket is gone: calls not started yet are dropped."""

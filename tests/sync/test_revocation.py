@@ -222,3 +222,29 @@ async def test_changes_without_signals_are_caught_by_the_re_check(
     await django_user_model.objects.filter(pk=user.pk).aupdate(is_active=False)
 
     assert await ais_still_authorized(user.pk, None) is False
+
+
+async def test_one_batched_check_finds_every_kind_of_revocation(
+    user, other_user, django_user_model
+):
+    third = await django_user_model.objects.acreate(username="dave")
+    alice_key, bob_key = await token_for(user), await token_for(other_user)
+    third_key = await token_for(third)
+    await Token.objects.filter(key=bob_key).adelete()
+    await django_user_model.objects.filter(pk=third.pk).aupdate(is_active=False)
+    credentials = [
+        (user.pk, alice_key),  # fine
+        (user.pk, None),  # fine: session
+        (other_user.pk, bob_key),  # token deleted
+        (other_user.pk, None),  # fine: still active
+        (third.pk, third_key),  # deactivated
+        (user.pk, third_key),  # someone else's token
+    ]
+
+    revoked = await revocation.afind_revoked(credentials)
+
+    assert revoked == {
+        (other_user.pk, bob_key),
+        (third.pk, third_key),
+        (user.pk, third_key),
+    }
