@@ -349,7 +349,9 @@ class Tab:
             return
         self.transport = "poll" if self.transport == "websocket" else "websocket"
 
-    async def session(self, server, config, duration: float, abrupt: bool) -> None:
+    async def session(
+        self, server: DaphneServer, config: SoakConfig, duration: float, abrupt: bool
+    ) -> None:
         """Stay connected for `duration` seconds, then drop."""
         self.transports_used[self.transport] += 1
         deadline = time.monotonic() + duration
@@ -376,7 +378,7 @@ async def websocket_session(tab: Tab, server, deadline: float, abrupt: bool) -> 
 
 async def open_websocket(tab: Tab, server) -> ClientConnection | None:
     """A connection whose ``connection.established`` was handled, or None."""
-    params: dict[str, Any] = {"token": server.tokens[tab.user]}
+    params: dict[str, Any] = {"token": tab.token}
     if tab.cursor is not None:
         params["cursor"] = tab.cursor
     if tab.topics:
@@ -398,7 +400,7 @@ async def open_websocket(tab: Tab, server) -> ClientConnection | None:
         async with asyncio.timeout(CONNECT_TIMEOUT):
             first = json.loads(await connection.recv())
     except ConnectionClosed:
-        tab.close_codes[connection.close_code] += 1
+        closed_by_server(tab, connection.close_code)
         return None
     except TimeoutError:
         tab.anomalies.append(f"{tab.name}: no connection.established")
@@ -432,12 +434,16 @@ async def read_websocket(tab: Tab, connection, deadline: float) -> None:
     except TimeoutError:
         return
     except ConnectionClosed:
-        code = connection.close_code
-        tab.close_codes[code] += 1
-        # 1006 (no close frame) is counted and shown, not held against the
-        # server: SPEC §5 asks for a code only where the ASGI server allows it.
-        if code not in RESUMABLE_CLOSE_CODES and code != 1006:
-            tab.anomalies.append(f"{tab.name}: closed with {code}")
+        closed_by_server(tab, connection.close_code)
+
+
+def closed_by_server(tab: Tab, code: int | None) -> None:
+    """Count the close code; one a tab cannot simply resume after is an anomaly."""
+    tab.close_codes[code] += 1
+    # 1006 (no close frame) is counted and shown, not held against the server:
+    # SPEC §5 asks for a code only where the ASGI server lets it choose.
+    if code not in RESUMABLE_CLOSE_CODES and code != 1006:
+        tab.anomalies.append(f"{tab.name}: closed with {code}")
 
 
 async def handle_frame(tab: Tab, connection, frame: dict[str, Any]) -> None:
@@ -555,10 +561,13 @@ def make_tabs(server: DaphneServer, config: SoakConfig) -> list[Tab]:
 
 @dataclass
 class Restart:
-    """When SIGTERM was sent, when the old process had exited, when the new listened."""
+    """When SIGTERM was sent, the old process seen gone, the new one listening."""
 
     signalled_at: float
     exit_status: int = 0
+    # The epoch boundary: everything the old process stored was sent before
+    # it; nothing the new one says can come before it.
+    exited_at: float = 0.0
     listening_at: float = 0.0
 
 
@@ -566,7 +575,9 @@ async def restart_later(server: DaphneServer, delay: float) -> Restart:
     """SIGTERM the server after `delay` seconds and start it on the same port."""
     await asyncio.sleep(delay)
     restart = Restart(time.monotonic())
-    restart.exit_status = await asyncio.to_thread(server.restart)
+    restart.exit_status = await asyncio.to_thread(server.stop)
+    restart.exited_at = time.monotonic()
+    await asyncio.to_thread(server.restart)  # the old one is gone: starts only
     restart.listening_at = time.monotonic()
     return restart
 
@@ -782,8 +793,8 @@ class Timeline:
         return f"{moment - nearest.signalled_at:+.3f}s from SIGTERM"
 
     def epoch_start(self, moment: float) -> float:
-        """When the server process serving at `moment` began to listen."""
-        starts = [r.listening_at for r in self.restarts if r.listening_at <= moment]
+        """Since when the process that answered at `moment` was the only one."""
+        starts = [r.exited_at for r in self.restarts if r.exited_at <= moment]
         return max(starts, default=float("-inf"))
 
     def explain(self, tab: Tab, publication: Publication) -> str:
@@ -800,7 +811,8 @@ class Timeline:
             for a in tab.announcements
         )
         restarts = ", ".join(
-            f"SIGTERM {self.at(r.signalled_at)}, up {self.at(r.listening_at)}"
+            f"SIGTERM {self.at(r.signalled_at)}, exited {self.at(r.exited_at)},"
+            f" up {self.at(r.listening_at)}"
             for r in self.restarts
         )
         return (
@@ -815,6 +827,8 @@ def check_tab(
     tab: Tab, publications: list[Publication], timeline: Timeline
 ) -> TabResult:
     result = TabResult(tab, received=len(tab.receipts))
+    if tab.ready_at is None:
+        tab.anomalies.append(f"{tab.name} never connected")
     seen = check_order(tab, result, publications)
     for publication in publications:
         if not expected_by(tab, publication):
@@ -888,7 +902,7 @@ def excused(
     return any(
         publication.sent_at < announcement.at
         and publication.serial > announcement.last_serials.get(publication.queue, 0)
-        and publication.answered_at < timeline.epoch_start(announcement.at)
+        and publication.sent_at < timeline.epoch_start(announcement.at)
         for announcement in announcements
     )
 
