@@ -27,6 +27,7 @@ import logging
 import uuid
 from typing import Any
 
+from channels import DEFAULT_CHANNEL_LAYER
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from sync import frames
@@ -39,7 +40,7 @@ from sync.parsers import loads_strict, max_body_bytes
 from sync.ratelimit import LocalWindowCounter
 from sync.services import get_realtime_sync
 from sync.services.cursors import decode_cursor
-from sync.services.fanout import user_group
+from sync.services.fanout import cross_process_layer, user_group
 from sync.services.handlers import HandlerQueue
 from sync.services.hub import EncodedMessage
 from sync.services.streams import ReaderStream, Verdict
@@ -73,6 +74,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
 
     connection_id = ""
     stream: ReaderStream | None = None
+    channel_layer_alias = None  # set per socket in __call__
     outbox: Outbox | None = None
     accepted = False
     closed = False
@@ -163,6 +165,12 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         await self._cleanup()
 
     async def __call__(self, scope, receive, send):
+        # Only a layer shared by several processes is worth a channel per
+        # socket (it carries revocations from elsewhere); this process's
+        # sockets are reached through the hub.
+        self.channel_layer_alias = (
+            DEFAULT_CHANNEL_LAYER if cross_process_layer() is not None else None
+        )
         # daphne cancels every application on SIGTERM: say goodbye with 1001
         # so clients reconnect elsewhere and resume by cursor.
         try:
@@ -237,10 +245,11 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         self.sync.hub.remove(self, str(self.user.pk))
         if self.fill_task is not None:
             self.fill_task.cancel()
-        with contextlib.suppress(Exception):
-            await self.channel_layer.group_discard(
-                user_group(self.user.pk), self.channel_name
-            )
+        if self.channel_layer is not None:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(
+                    user_group(self.user.pk), self.channel_name
+                )
 
     # Messages from the delivery hub ------------------------------------------
 
@@ -311,16 +320,19 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_RESYNC)
 
     async def sync_revoke(self, event: dict[str, Any]) -> None:
+        """A revocation from another process, through the shared layer."""
+        self.revoke(event.get("token"))
+
+    def revoke(self, token_key: str | None) -> None:
         """The user lost access, or the token that opened this socket is gone."""
         if self.stream is None or self.closed:
             return
-        token = event.get("token")
-        if token is None or token == self.auth_token:
+        if token_key is None or token_key == self.auth_token:
             logger.info(
                 "websocket access revoked",
                 extra={"connection_id": self.connection_id, "user_id": self.user.pk},
             )
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            self.close_now(CLOSE_UNAUTHENTICATED)
 
     # Frames from the client --------------------------------------------------
 
@@ -443,6 +455,8 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             )
 
     async def _join(self, groups: list[str]) -> None:
+        if self.channel_layer is None:
+            return
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
 

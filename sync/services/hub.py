@@ -56,6 +56,9 @@ class Subscriber(Protocol):
     def close_now(self, code: int) -> None:
         """Queue a close frame with `code`; must not block."""
 
+    def revoke(self, token_key: str | None) -> None:
+        """Close with 4401 if opened by `token_key` (None: whatever opened it)."""
+
 
 class DeliveryHub:
     """Live sockets of this process, by user; fed stored messages."""
@@ -117,6 +120,21 @@ class DeliveryHub:
         else:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 loop.call_soon_threadsafe(self._close_all, code)
+
+    def revoke(self, user_id: str, token_key: str | None) -> None:
+        """Close the user's sockets (those opened by `token_key`), from any thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        if _running_loop() is loop:
+            self._revoke(user_id, token_key)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(self._revoke, user_id, token_key)
+
+    def _revoke(self, user_id: str, token_key: str | None) -> None:
+        for subscriber in list(self._by_user.get(user_id, ())):
+            subscriber.revoke(token_key)
 
     def _close_all(self, code: int) -> None:
         for subscriber in list(self._everyone):

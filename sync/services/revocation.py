@@ -17,11 +17,10 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.db import DEFAULT_DB_ALIAS, transaction
 
-from sync.services.fanout import user_group
+from sync.services.fanout import cross_process_layer, user_group
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +33,17 @@ def revoke_event(token_key: str | None) -> dict[str, Any]:
 
 
 async def _asend(user_id: Any, token_key: str | None) -> None:
-    """Group-send the revocation; a failing layer is logged, never raised.
+    """Close this process's sockets through the hub, and tell other processes
+    through the shared channel layer; a failing layer is logged, never raised.
 
     Deleting a user in the admin must not fail because Redis is away: the
     heartbeat's re-check still closes the socket within one interval.
     """
+    from sync.services import get_realtime_sync
+
+    get_realtime_sync().hub.revoke(str(user_id), token_key)
     try:
-        layer = get_channel_layer()
+        layer = cross_process_layer()
         if layer is not None:
             await layer.group_send(user_group(user_id), revoke_event(token_key))
     except Exception:

@@ -39,6 +39,16 @@ async def fresh_channel_layer():
     await get_channel_layer().flush()
 
 
+@pytest.fixture(autouse=True)
+def shared_layer():
+    """Treat the in-memory layer as shared by other processes (as channels-redis
+    is), so these tests hear what other processes would hear."""
+    with mock.patch.object(
+        revocation, "cross_process_layer", side_effect=get_channel_layer
+    ):
+        yield
+
+
 async def listen(user) -> str:
     """A channel in the user's group: what one open socket of the user hears."""
     layer = get_channel_layer()
@@ -155,7 +165,7 @@ async def test_a_failing_channel_layer_does_not_fail_the_deletion(
 ):
     broken = mock.Mock(group_send=mock.AsyncMock(side_effect=OSError("no redis")))
 
-    with mock.patch.object(revocation, "get_channel_layer", return_value=broken):
+    with mock.patch.object(revocation, "cross_process_layer", return_value=broken):
         await user.adelete()
 
     assert not await django_user_model.objects.filter(pk=user.pk).aexists()
