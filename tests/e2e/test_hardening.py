@@ -217,7 +217,7 @@ class PeakMemory:
         self.thread.join()
 
 
-async def open_non_reader(sockets: Sockets, server: DaphneServer, user: str):
+async def open_non_reader(sockets: Sockets, server: DaphneServer, user: str) -> Socket:
     """A socket with a tiny receive buffer whose client stops reading early."""
     raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     # Before connecting: window scale and segment size are agreed in the
