@@ -1,7 +1,7 @@
 """ASGI entry point: ``uvicorn config.asgi:application`` or ``daphne …``.
 
 HTTP goes to Django (with /api/ bodies bounded); WebSocket goes through the
-on/off switch, the Origin check, session then token authentication, to the
+on/off switch, the Origin check, token (else session) authentication, to the
 consumer at /ws.
 """
 
@@ -26,13 +26,15 @@ from sync.uvicorn_compat import patch_uvicorn  # noqa: E402
 patch_daphne()
 patch_uvicorn()
 
+websocket_app = URLRouter(websocket_urlpatterns)
+
 application = ProtocolTypeRouter(
     {
         "http": RequestBodyLimit(django_asgi_app),
         "websocket": WebsocketSwitch(
             OriginCheck(
-                AuthMiddlewareStack(
-                    TokenAuthMiddleware(URLRouter(websocket_urlpatterns))
+                TokenAuthMiddleware(
+                    websocket_app, session_app=AuthMiddlewareStack(websocket_app)
                 )
             )
         ),

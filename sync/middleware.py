@@ -5,7 +5,8 @@
   host) or a trusted origin (``sync.origins``); a missing one is admitted (only
   browsers send it; other clients authenticate by token). Channels'
   AllowedHostsOriginValidator refuses a missing Origin and ignores the port.
-- TokenAuthMiddleware: ``Authorization: Token <key>`` or ``?token=<key>``.
+- TokenAuthMiddleware: ``Authorization: Token <key>`` or ``?token=<key>``,
+  else the session cookie.
 
 Settings are read per connection, so tests and reloads see current values.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.middleware import BaseMiddleware
 from channels.security.websocket import WebsocketDenier
 from django.contrib.auth.models import AnonymousUser
 
@@ -60,24 +60,30 @@ class OriginCheck:
         return await self.app(scope, receive, send)
 
 
-class TokenAuthMiddleware(BaseMiddleware):
-    """Authenticate by a DRF token when one is presented; else keep the session.
+class TokenAuthMiddleware:
+    """Authenticate by a DRF token when one is presented; else by the session.
 
     A presented token decides, as on the HTTP API where token authentication
-    comes first: a bad token is not rescued by a session cookie. The header
-    wins over ``?token=``, which can land in access logs and browser history.
-    The key that authenticated is kept as ``scope["auth_token"]`` (None for a
-    session) so that deleting that token closes this socket.
+    comes first: a bad token is not rescued by a session cookie, and a token
+    socket skips the session machinery altogether (less memory per socket).
+    The header wins over ``?token=``, which can land in access logs and
+    browser history. The key that authenticated is kept as
+    ``scope["auth_token"]`` (None for a session) so that deleting that token
+    closes this socket.
     """
+
+    def __init__(self, app, session_app) -> None:
+        self.app = app
+        self.session_app = session_app
 
     async def __call__(self, scope, receive, send):
         key = presented_token(scope)
         if key is None:
-            return await super().__call__({**scope, "auth_token": None}, receive, send)
+            return await self.session_app({**scope, "auth_token": None}, receive, send)
         user = await user_for_token(key)
         auth_token = key if user.is_authenticated else None
         scope = {**scope, "user": user, "auth_token": auth_token}
-        return await super().__call__(scope, receive, send)
+        return await self.app(scope, receive, send)
 
 
 def presented_token(scope) -> str | None:

@@ -8,6 +8,7 @@ issue's own probes, and token authentication, go through the real ASGI stack.
 from __future__ import annotations
 
 import pytest
+from channels.auth import AuthMiddlewareStack
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
@@ -282,7 +283,8 @@ async def scope_after_auth(headers, query: str = "") -> dict:
         await accept_every_socket(scope, receive, send)
 
     path = "/ws" + (f"?{query}" if query else "")
-    communicator = WebsocketCommunicator(TokenAuthMiddleware(record), path, headers)
+    middleware = TokenAuthMiddleware(record, session_app=AuthMiddlewareStack(record))
+    communicator = WebsocketCommunicator(middleware, path, headers)
     await communicator.connect()
     await communicator.disconnect()
     return seen
