@@ -5,13 +5,18 @@
    1001 (going away, on shutdown) and 1009 (message too big), and clients rely
    on them to reconnect or to shrink frames. For those two codes we write the
    close frame with autobahn's lower-level ``sendCloseFrame``, which makes the
-   same state change without the check.
+   same state change without the check. And a 4413 (slow consumer) close sits
+   behind everything the client has not read yet: autobahn would drop the TCP
+   connection after one second, so the client would see a bare reset instead
+   of the code telling it to resume; it gets longer to read its way there.
 2. A clean shutdown. daphne's ``kill_all_applications`` cancels every
    application at once (HTTP requests in flight get no answer at all, so a
    caller cannot tell whether its send was stored) and aborts with a KeyError
    on a kept-alive HTTP connection. Ours tells the service layer to shut down
    (waiting long polls answer at once), closes sockets with 1001, lets HTTP
    requests finish within a grace period, then finishes what is left behind.
+   It stops listening first, so a request is either refused at connect (the
+   caller knows to retry) or answered, never cut.
 3. Unsent bytes per socket: twisted buffers whatever is written without
    limit. We publish the transport's backlog to the application as the ASGI
    extension ``sync.transport_backlog`` so the outbox can bound it (4413).
@@ -29,6 +34,12 @@ from sync.services import lifecycle
 logger = logging.getLogger(__name__)
 
 PROTOCOL_CLOSE_CODES = frozenset({1001, 1009})
+SLOW_CONSUMER_CLOSE = 4413
+# Seconds a slow consumer gets to read up to its 4413 close frame; what it may
+# hold meanwhile is bounded by SYNC_WS_MAX_PENDING_BYTES.
+SLOW_CONSUMER_CLOSE_TIMEOUT = 30.0
+# How often the shutdown looks again for requests that arrived meanwhile.
+REQUEST_RESCAN_SECONDS = 0.05
 # Seconds HTTP requests in flight get to finish on shutdown; long polls
 # answer at once, so only slow sends or broadcasts can use it up.
 REQUEST_GRACE_SECONDS = 5.0
@@ -56,6 +67,8 @@ def _allow_protocol_close_codes(protocol_class) -> None:
     original = protocol_class.serverClose
 
     def server_close(self, code=None):
+        if code == SLOW_CONSUMER_CLOSE:
+            self.closeHandshakeTimeout = SLOW_CONSUMER_CLOSE_TIMEOUT
         if code in PROTOCOL_CLOSE_CODES:
             self.sendCloseFrame(code=code, isReply=False)
         else:
@@ -99,41 +112,64 @@ def _redact_logged_tokens(server_class) -> None:
 
 
 def _kill_all_applications(self):
-    """daphne's shutdown hook: answer what is in flight, then stop."""
-    from daphne.ws_protocol import WebSocketProtocol
+    """daphne's shutdown hook: stop listening, answer what is in flight, stop."""
     from twisted.internet import defer
 
-    lifecycle.begin_shutdown()
-    sockets, requests = [], []
-    for protocol, details in list(self.connections.items()):
-        instance = details.get("application_instance")
-        if instance is None or instance.done():
-            continue  # a kept-alive HTTP connection between requests
-        if isinstance(protocol, WebSocketProtocol):
-            sockets.append(instance)
-        else:
-            requests.append(instance)
+    _stop_listening()
+    lifecycle.begin_shutdown()  # long polls answer; the hub closes sockets 1001
+    sockets = _instances(self, websocket=True)
     for instance in sockets:
-        instance.cancel()  # the consumer closes with 1001 on cancellation
+        instance.cancel()  # the consumer closes with 1001 if it has not yet
     logger.info(
         "shutting down",
-        extra={"sockets": len(sockets), "requests_in_flight": len(requests)},
+        extra={
+            "sockets": len(sockets),
+            "requests_in_flight": len(_instances(self, websocket=False)),
+        },
     )
-    return defer.Deferred.fromFuture(asyncio.ensure_future(_finish(sockets, requests)))
+    return defer.Deferred.fromFuture(asyncio.ensure_future(_finish(self, sockets)))
 
 
-async def _finish(sockets: list, requests: list) -> None:
+def _stop_listening() -> None:
+    """Close every listening port: new connections are refused from now on."""
+    from twisted.internet import reactor, tcp
+
+    for reader in reactor.getReaders():
+        if isinstance(reader, tcp.Port):
+            reader.stopListening()
+
+
+def _instances(server, *, websocket: bool) -> list:
+    """Running application instances of sockets, or of HTTP requests."""
+    from daphne.ws_protocol import WebSocketProtocol
+
+    return [
+        instance
+        for protocol, details in list(server.connections.items())
+        if (instance := details.get("application_instance")) is not None
+        and not instance.done()
+        and isinstance(protocol, WebSocketProtocol) == websocket
+    ]
+
+
+async def _finish(server, sockets: list) -> None:
     """Wait for sockets and requests, then for tasks they left behind.
 
-    Django's ASGI handler, when cancelled, leaves its inner tasks (the view,
-    the disconnect listener) running; a task still pending at interpreter
-    exit can crash CPython while it is finalized.
+    Requests are looked for again until none is left (a kept-alive
+    connection may send one more), for at most the grace period. Django's
+    ASGI handler, when cancelled, leaves its inner tasks (the view, the
+    disconnect listener) running; a task still pending at interpreter exit
+    can crash CPython while it is finalized.
     """
-    if requests:
-        _, late = await asyncio.wait(requests, timeout=REQUEST_GRACE_SECONDS)
-        for instance in late:
-            instance.cancel()
-    await asyncio.gather(*sockets, *requests, return_exceptions=True)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + REQUEST_GRACE_SECONDS
+    while (requests := _instances(server, websocket=False)) and (
+        loop.time() < deadline
+    ):
+        await asyncio.wait(requests, timeout=REQUEST_RESCAN_SECONDS)
+    for instance in _instances(server, websocket=False):
+        instance.cancel()
+    await asyncio.gather(*sockets, return_exceptions=True)
     await asyncio.sleep(FLUSH_SECONDS)
     current = asyncio.current_task()
     leftovers = [task for task in asyncio.all_tasks() if task is not current]
