@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
-export HOST PORT
+SERVER ?= uvicorn
+export HOST PORT SERVER
 
-.PHONY: run test lint format bench migrate venv clean
+.PHONY: run test lint format bench soak migrate venv clean
 
 venv: $(VENV)/.installed
 
@@ -20,8 +21,9 @@ $(VENV)/.installed: requirements.txt
 migrate: venv
 	$(BIN)/python manage.py migrate --noinput
 
+# SERVER=daphne serves with daphne instead of uvicorn (see config/servers.py).
 run: migrate
-	$(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
+	$(BIN)/python -m config.servers
 
 test: venv
 	$(BIN)/python -m pytest
@@ -36,6 +38,10 @@ format: venv
 
 bench: venv
 	$(BIN)/python -m bench.latency
+
+# A longer soak than make test's: tabs dropping and resuming, a restart.
+soak: venv
+	$(BIN)/python -m bench.soak --seconds 120
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

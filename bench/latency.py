@@ -20,9 +20,9 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 
 from tests.support.live_server import (
-    DaphneServer,
+    LiveServer,
     prepare_template_database,
-    start_daphne,
+    start_server,
 )
 
 ROUNDS = 20
@@ -43,7 +43,7 @@ def summary(name: str, seconds: list[float], target: str = "") -> None:
     print(line + (f"   (target {target})" if target else ""), flush=True)
 
 
-def long_poll_wake(server: DaphneServer) -> list[float]:
+def long_poll_wake(server: LiveServer) -> list[float]:
     """From issuing a send to the waiting long poll's answer."""
     results = []
     for round_number in range(ROUNDS):
@@ -64,7 +64,7 @@ def long_poll_wake(server: DaphneServer) -> list[float]:
     return results
 
 
-def plain_poll_under_long_polls(server: DaphneServer) -> list[float]:
+def plain_poll_under_long_polls(server: LiveServer) -> list[float]:
     """Plain polls while LONG_POLLS long polls wait; then release them."""
     cursor = server.head_cursor("bob")
     parked = [
@@ -87,7 +87,7 @@ def plain_poll_under_long_polls(server: DaphneServer) -> list[float]:
     return results
 
 
-async def websocket_fan_out(server: DaphneServer, sockets: int) -> list[float]:
+async def websocket_fan_out(server: LiveServer, sockets: int) -> list[float]:
     """From issuing a broadcast to its receipt on the last of `sockets`."""
     gate = asyncio.Semaphore(HANDSHAKE_CONCURRENCY)
 
@@ -125,7 +125,7 @@ def main() -> None:
         template = prepare_template_database(root)
         server_dir = root / "server"
         server_dir.mkdir()
-        server = start_daphne(template, server_dir, {})
+        server = start_server(template, server_dir, {})
         try:
             print(f"daphne on port {server.port}, embedded defaults", flush=True)
             summary(

@@ -15,11 +15,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.support.live_server import prepare_template_database, start_daphne
+from config.servers import DEFAULT_SERVER, SERVERS
+from tests.support.live_server import prepare_template_database, start_server
 from tests.support.soak import SOAK_ENV, SoakConfig, SoakReport, run_soak
 
 
-def parse_arguments(argv: list[str]) -> SoakConfig:
+def parse_arguments(argv: list[str]) -> tuple[SoakConfig, str]:
     """The soak's configuration from the command line."""
     defaults = SoakConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -28,22 +29,26 @@ def parse_arguments(argv: list[str]) -> SoakConfig:
     parser.add_argument("--rate", type=float, default=defaults.rate)
     parser.add_argument("--restart-at", type=float, default=defaults.restart_at)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--server", choices=SERVERS, default=DEFAULT_SERVER)
     options = parser.parse_args(argv)
-    return SoakConfig(
+    config = SoakConfig(
         seconds=options.seconds,
         tabs=options.tabs,
         rate=options.rate,
         restart_at=options.restart_at,
         seed=options.seed,
     )
+    return config, options.server
 
 
-async def soak(config: SoakConfig, directory: Path) -> tuple[SoakReport, str]:
+async def soak(
+    config: SoakConfig, directory: Path, kind: str
+) -> tuple[SoakReport, str]:
     """Start a server in `directory`, soak it, stop it; the report and its log."""
     (directory / "template").mkdir()
     (directory / "server").mkdir()
     template = prepare_template_database(directory / "template")
-    server = start_daphne(template, directory / "server", SOAK_ENV)
+    server = start_server(template, directory / "server", SOAK_ENV, kind)
     try:
         report = await run_soak(server, config)
     finally:
@@ -52,14 +57,14 @@ async def soak(config: SoakConfig, directory: Path) -> tuple[SoakReport, str]:
 
 
 def main(argv: list[str]) -> int:
-    config = parse_arguments(argv)
+    config, kind = parse_arguments(argv)
     print(
         f"soak: {config.seconds:.0f} s, {config.tabs} tabs, {config.rate:.0f} "
         f"messages/s, SIGTERM and restart at {config.restart_at:.0%}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="soak-") as directory:
-        report, _ = asyncio.run(soak(config, Path(directory)))
+        report, _ = asyncio.run(soak(config, Path(directory), kind))
     print(report.table())
     print(report.summary())
     for restart in report.restarts:

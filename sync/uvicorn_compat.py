@@ -40,4 +40,6 @@ def patch_uvicorn() -> None:
 
     Server.shutdown = shutdown
     Server._sync_patched = True
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    # The access log, and the "WebSocket /ws?token=…" [accepted] lines.
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).addFilter(RedactTokens())

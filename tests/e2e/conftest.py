@@ -1,10 +1,10 @@
-"""Fixtures running a real daphne process (see tests/support/live_server.py).
+"""Fixtures running a real server process (see tests/support/live_server.py).
 
-``daphne_server(**env)`` returns a server for those environment overrides;
+``asgi_server(**env)`` returns a server for those environment overrides;
 tests asking for the same ``env`` share one server for the whole session.
-``dedicated_daphne_server(**env)`` starts a server nobody else uses (for tests
+``dedicated_asgi_server(**env)`` starts a server nobody else uses (for tests
 that stop it, restart it, or count exactly what it holds), stopped at the end
-of the test. A server that fails to start fails the test with daphne's log.
+of the test. A server that fails to start fails the test with its log.
 
 Every server can be restarted on the same port and database
 (``server.restart()``: SIGTERM, wait for the exit, start again), and runs
@@ -14,28 +14,47 @@ management commands on its database from another process
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from config.servers import SERVERS
 from tests.support.live_server import (
-    DaphneServer,
+    LiveServer,
     ServerFailed,
     TemplateDatabase,
     prepare_template_database,
-    start_daphne,
+    start_server,
 )
+
+# Every end-to-end test runs on each supported ASGI server (SPEC §1);
+# SYNC_E2E_SERVERS=uvicorn (or daphne) narrows it while developing.
+E2E_SERVERS = [
+    kind.strip()
+    for kind in os.environ.get("SYNC_E2E_SERVERS", ",".join(SERVERS)).split(",")
+    if kind.strip()
+]
 
 
 def start_or_fail(
-    template: TemplateDatabase, directory: Path, overrides: dict[str, str]
-) -> DaphneServer:
+    template: TemplateDatabase,
+    directory: Path,
+    overrides: dict[str, str],
+    kind: str,
+) -> LiveServer:
     try:
-        return start_daphne(template, directory, overrides)
+        return start_server(template, directory, overrides, kind)
     except ServerFailed as error:
         pytest.fail(str(error))
+
+
+@pytest.fixture(scope="session", params=E2E_SERVERS)
+def server_kind(request) -> str:
+    """The ASGI server under test: each e2e test runs once per server."""
+    return request.param
 
 
 @pytest.fixture(scope="session")
@@ -45,23 +64,25 @@ def e2e_template_database(tmp_path_factory) -> TemplateDatabase:
 
 
 @pytest.fixture(scope="session")
-def daphne_server(
-    e2e_template_database, tmp_path_factory
-) -> Iterator[Callable[..., DaphneServer]]:
-    """Factory: ``daphne_server(SYNC_HEARTBEAT_INTERVAL=1)`` -> a running server.
+def asgi_server(
+    e2e_template_database, tmp_path_factory, server_kind
+) -> Iterator[Callable[..., LiveServer]]:
+    """Factory: ``asgi_server(SYNC_HEARTBEAT_INTERVAL=1)`` -> a running server.
 
     Servers are cached by their environment overrides for the whole session.
     """
-    servers: dict[tuple[tuple[str, str], ...], DaphneServer] = {}
+    servers: dict[tuple[tuple[str, str], ...], LiveServer] = {}
 
-    def get(**env: Any) -> DaphneServer:
+    def get(**env: Any) -> LiveServer:
         key = tuple(sorted((name, str(value)) for name, value in env.items()))
         if key not in servers:
-            directory = tmp_path_factory.mktemp("e2e-server")
-            servers[key] = start_or_fail(e2e_template_database, directory, dict(key))
+            directory = tmp_path_factory.mktemp(f"e2e-{server_kind}")
+            servers[key] = start_or_fail(
+                e2e_template_database, directory, dict(key), server_kind
+            )
         server = servers[key]
         if server.process.poll() is not None:
-            pytest.fail(f"daphne (env {dict(key)}) has died:\n{server.log()}")
+            pytest.fail(f"{server_kind} (env {dict(key)}) has died:\n{server.log()}")
         return server
 
     yield get
@@ -70,26 +91,28 @@ def daphne_server(
 
 
 @pytest.fixture(scope="session")
-def server(daphne_server) -> DaphneServer:
+def server(asgi_server) -> LiveServer:
     """The server with the embedded defaults and no overrides."""
-    return daphne_server()
+    return asgi_server()
 
 
 @pytest.fixture
-def dedicated_daphne_server(
-    e2e_template_database, tmp_path_factory
-) -> Iterator[Callable[..., DaphneServer]]:
+def dedicated_asgi_server(
+    e2e_template_database, tmp_path_factory, server_kind
+) -> Iterator[Callable[..., LiveServer]]:
     """Factory: a new, unshared server per call, stopped when the test ends.
 
     For tests that stop the server themselves, or that need figures (such as
     connection counts) no other test can have touched.
     """
-    started: list[DaphneServer] = []
+    started: list[LiveServer] = []
 
-    def start(**env: Any) -> DaphneServer:
-        directory = tmp_path_factory.mktemp("e2e-dedicated-server")
+    def start(**env: Any) -> LiveServer:
+        directory = tmp_path_factory.mktemp(f"e2e-dedicated-{server_kind}")
         overrides = {name: str(value) for name, value in env.items()}
-        started.append(start_or_fail(e2e_template_database, directory, overrides))
+        started.append(
+            start_or_fail(e2e_template_database, directory, overrides, server_kind)
+        )
         return started[-1]
 
     yield start

@@ -26,7 +26,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.live_server import HOST, DaphneServer, api_path
+from tests.support.live_server import HOST, LiveServer, api_path
 
 pytestmark = pytest.mark.e2e
 
@@ -88,7 +88,7 @@ class Sockets:
     def __init__(self) -> None:
         self.opened: list[ClientConnection] = []
 
-    async def open(self, server: DaphneServer, user: str, **params: Any) -> Socket:
+    async def open(self, server: LiveServer, user: str, **params: Any) -> Socket:
         """Connect as `user` by ``?token=``; read ``connection.established``."""
         return await self.open_url(server.websocket_url(user, **params))
 
@@ -122,7 +122,7 @@ def ids(messages: list[dict[str, Any]]) -> list[str]:
     return [message["id"] for message in messages]
 
 
-def broadcasts(server: DaphneServer, count: int, label: str) -> list[str]:
+def broadcasts(server: LiveServer, count: int, label: str) -> list[str]:
     """`count` staff broadcasts, one after the other; their message ids."""
     return [
         server.broadcast("carol", "news.item", {"label": label, "n": n})["messageId"]
@@ -139,9 +139,9 @@ BROADCASTS_AFTER_RESUME = 20
 
 
 async def test_socket_resumed_across_a_restart_receives_every_later_broadcast(
-    dedicated_daphne_server, sockets
+    dedicated_asgi_server, sockets
 ):
-    server = dedicated_daphne_server()
+    server = dedicated_asgi_server()
     before = await sockets.open(server, "alice")
     published = await call(broadcasts, server, BROADCASTS_BEFORE_RESTART, "old")
     seen = await before.messages_until(published[-1])
@@ -155,7 +155,7 @@ async def test_socket_resumed_across_a_restart_receives_every_later_broadcast(
     received = await resumed.messages_until(fence["messageId"])
 
     assert ids(seen) == published
-    assert exit_status == 0
+    assert server.exited_cleanly(exit_status)
     # The old epoch is gone: the server says so, replays what the new one
     # holds, then delivers every broadcast, in order, once.
     assert resumed.established["recovered"] is False
@@ -196,7 +196,7 @@ DRAIN_TIMEOUT = 10.0
 class PeakMemory:
     """Samples the server's resident memory in a thread; keeps the peak."""
 
-    def __init__(self, server: DaphneServer, interval: float = 0.05) -> None:
+    def __init__(self, server: LiveServer, interval: float = 0.05) -> None:
         self.server = server
         self.interval = interval
         self.peak = server.rss_bytes()
@@ -217,7 +217,7 @@ class PeakMemory:
         self.thread.join()
 
 
-async def open_non_reader(sockets: Sockets, server: DaphneServer, user: str) -> Socket:
+async def open_non_reader(sockets: Sockets, server: LiveServer, user: str) -> Socket:
     """A socket with a tiny receive buffer whose client stops reading early."""
     raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     # Before connecting: window scale and segment size are agreed in the
@@ -235,7 +235,7 @@ async def open_non_reader(sockets: Sockets, server: DaphneServer, user: str) -> 
     return await sockets.open_url(url, sock=raw, max_queue=1)
 
 
-def flood(server: DaphneServer, count: int) -> list[str]:
+def flood(server: LiveServer, count: int) -> list[str]:
     """`count` broadcasts of BLOB_BYTES each, one after the other; their ids."""
     blob = "x" * BLOB_BYTES
     return [
@@ -265,9 +265,9 @@ async def close_code_once_read(connection: ClientConnection, timeout: float):
 
 
 async def test_sockets_that_stop_reading_are_closed_with_4413_in_bounded_memory(
-    dedicated_daphne_server, sockets
+    dedicated_asgi_server, sockets
 ):
-    server = dedicated_daphne_server(**SLOW_CONSUMER_ENV)
+    server = dedicated_asgi_server(**SLOW_CONSUMER_ENV)
     reader = await sockets.open(server, "alice")
     handshakes = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
 
@@ -328,9 +328,9 @@ user.save()
 
 
 @pytest.fixture(scope="module")
-def heartbeat_server(daphne_server) -> DaphneServer:
+def heartbeat_server(asgi_server) -> LiveServer:
     """A server pinging every second (shared with other heartbeat tests)."""
-    return daphne_server(SYNC_HEARTBEAT_INTERVAL=HEARTBEAT_SECONDS)
+    return asgi_server(SYNC_HEARTBEAT_INTERVAL=HEARTBEAT_SECONDS)
 
 
 @pytest.fixture(scope="module")
@@ -421,7 +421,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def poll_as(server: DaphneServer, user: str, **params: Any):
+def poll_as(server: LiveServer, user: str, **params: Any):
     """GET /api/sync/poll as `user`, whatever the answer."""
     return server.request("GET", api_path("/api/sync/poll", **params), user=user)
 
@@ -437,9 +437,9 @@ def status_and_code(response) -> tuple[int, str | None]:
 
 
 async def test_a_since_from_far_ahead_is_refused_and_moves_no_clock(
-    dedicated_daphne_server,
+    dedicated_asgi_server,
 ):
-    server = dedicated_daphne_server()
+    server = dedicated_asgi_server()
     far_ahead = await call(poll_as, server, "bob", since=FAR_AHEAD_SINCE)
     slightly_ahead = await call(poll_as, server, "bob", since=now_ms() + 30_000)
     published_at = now_ms()
@@ -477,12 +477,12 @@ EXIT_WITHIN = 5.0
 def answer_or_none(connection: http.client.HTTPConnection):
     """The answer to a request already sent, or None if the connection died."""
     try:
-        return DaphneServer.finish(connection)
+        return LiveServer.finish(connection)
     except (OSError, http.client.HTTPException):
         return None
 
 
-def send_once(server: DaphneServer, number: int) -> str:
+def send_once(server: LiveServer, number: int) -> str:
     """POST a send as carol: its status, "refused", or "no answer (...)"."""
     connection = http.client.HTTPConnection(HOST, server.port, timeout=15)
     try:
@@ -500,7 +500,7 @@ def send_once(server: DaphneServer, number: int) -> str:
         connection.close()
 
 
-def send_until_refused(server: DaphneServer) -> list[str]:
+def send_until_refused(server: LiveServer) -> list[str]:
     """Sends one after another until the server no longer accepts connections."""
     outcomes: list[str] = []
     deadline = time.monotonic() + SENDING_AT_MOST
@@ -511,9 +511,9 @@ def send_until_refused(server: DaphneServer) -> list[str]:
 
 
 async def test_sigterm_answers_every_request_in_flight_then_exits(
-    dedicated_daphne_server,
+    dedicated_asgi_server,
 ):
-    server = dedicated_daphne_server()
+    server = dedicated_asgi_server()
     users = ("alice", "bob")
     cursors = {user: await call(server.head_cursor, user) for user in users}
     waiting = [
@@ -547,5 +547,5 @@ async def test_sigterm_answers_every_request_in_flight_then_exits(
     # Each caller knows what became of its send: stored, refused before being
     # sent, or refused with 503; never a connection cut with no answer.
     assert set(sent) <= {"200", "201", "503", "refused"}, sent
-    assert exit_status == 0, server.log()[-3000:]
+    assert server.exited_cleanly(exit_status), server.log()[-3000:]
     assert exited_after < EXIT_WITHIN

@@ -179,9 +179,9 @@ def test_long_poll_is_not_woken_by_another_users_message(server):
     assert answered_at - started >= 0.9
 
 
-def test_fifty_long_polls_do_not_hold_up_other_requests(daphne_server):
+def test_fifty_long_polls_do_not_hold_up_other_requests(asgi_server):
     # 25 per user: lift the per-user bound on waiting long polls.
-    server = daphne_server(SYNC_POLL_MAX_WAITING_PER_USER=LONG_POLLS)
+    server = asgi_server(SYNC_POLL_MAX_WAITING_PER_USER=LONG_POLLS)
     users = ["alice", "bob"] * (LONG_POLLS // 2)
     cursors = {user: server.head_cursor(user) for user in set(users)}
     in_flight = threading.Semaphore(0)
@@ -342,9 +342,9 @@ def test_unauthenticated_requests_get_401_and_the_server_keeps_serving(server):
 
 
 @pytest.fixture(scope="module")
-def tight_server(daphne_server):
+def tight_server(asgi_server):
     """A server started with small SYNC_POLL_MAX_WAIT and payload limits."""
-    return daphne_server(**TIGHT_ENV)
+    return asgi_server(**TIGHT_ENV)
 
 
 def test_poll_max_wait_from_the_environment_caps_long_polls(tight_server):

@@ -27,9 +27,9 @@ def before_restart(log: str) -> str:
 
 
 async def test_soak_loses_repeats_and_reorders_nothing_unannounced(
-    dedicated_daphne_server,
+    dedicated_asgi_server,
 ):
-    server = dedicated_daphne_server(**SOAK_ENV)
+    server = dedicated_asgi_server(**SOAK_ENV)
     report = await run_soak(server, SHORT_RUN)
 
     print("\n" + report.summary() + "\n" + report.table())

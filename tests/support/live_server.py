@@ -1,7 +1,8 @@
-"""A real daphne process serving the project, for end-to-end tests and benches.
+"""A real server process serving the project, for end-to-end tests and benches.
 
-``start_daphne`` serves ``config.asgi:application`` (SPEC §1, the production
-entry point) with the production settings module, on its own copy of a
+``start_server`` serves ``config.asgi:application`` (SPEC §1, the production
+entry point) with uvicorn or daphne, as ``config.servers`` runs them, with
+the production settings module, on its own copy of a
 migrated SQLite file, with the embedded defaults (no REDIS_URL) plus the given
 environment overrides. ``prepare_template_database`` migrates that file once
 and creates users alice, bob and staff carol with API tokens.
@@ -31,9 +32,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from config.servers import DEFAULT_SERVER, server_command
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
-# Generous for a loaded 2-core CI machine; daphne is usually up in ~2 s.
+# Generous for a loaded 2-core CI machine; a server is usually up in ~2 s.
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 20.0
@@ -78,11 +81,11 @@ print("TOKENS=" + json.dumps(tokens))
 
 
 class ServerFailed(RuntimeError):
-    """daphne died or never listened; the message carries its log."""
+    """The server died or never listened; the message carries its log."""
 
 
 def child_env(database: Path, overrides: dict[str, str]) -> dict[str, str]:
-    """The environment of a manage.py or daphne child process."""
+    """The environment of a manage.py or server child process."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -154,8 +157,8 @@ class TemplateDatabase:
 
 
 @dataclass
-class DaphneServer:
-    """A running daphne process and an HTTP client for it."""
+class LiveServer:
+    """A running server process (uvicorn or daphne) and an HTTP client for it."""
 
     port: int
     tokens: dict[str, str]
@@ -163,6 +166,7 @@ class DaphneServer:
     log_path: Path
     database: Path | None = None
     overrides: dict[str, str] = field(default_factory=dict)
+    kind: str = DEFAULT_SERVER
 
     @staticmethod
     def password(user: str) -> str:
@@ -310,9 +314,9 @@ class DaphneServer:
         return page["cursor"]
 
     def stop(self) -> int:
-        """SIGTERM, then SIGKILL if daphne has not exited in STOP_TIMEOUT.
+        """SIGTERM, then SIGKILL if the server has not exited in STOP_TIMEOUT.
 
-        Returns daphne's exit status (negative: killed by that signal).
+        Returns its exit status (negative: killed by that signal).
         """
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -323,6 +327,15 @@ class DaphneServer:
                 self.process.wait(STOP_TIMEOUT)
         return self.process.returncode
 
+    def exited_cleanly(self, status: int) -> bool:
+        """True for the exit status of a clean shutdown on SIGTERM.
+
+        daphne exits with 0; uvicorn, once it has shut down cleanly, raises
+        the signal it caught again, so its status is -SIGTERM.
+        """
+        clean = {0, -signal.SIGTERM} if self.kind == "uvicorn" else {0}
+        return status in clean
+
     def restart(self) -> int:
         """Stop (SIGTERM), then serve again on the same port and database.
 
@@ -331,8 +344,8 @@ class DaphneServer:
         new epoch: cursors from before it are recognised as stale.
         """
         exit_status = self.stop()
-        self.process = launch_daphne(
-            self.port, self._database(), self.overrides, self.log_path
+        self.process = launch_server(
+            self.kind, self.port, self._database(), self.overrides, self.log_path
         )
         try:
             wait_until_listening(self)
@@ -362,11 +375,11 @@ class DaphneServer:
         return created
 
     def rss_bytes(self) -> int:
-        """Resident memory of the daphne process right now (Linux /proc)."""
+        """Resident memory of the server process right now (Linux /proc)."""
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         kilobytes = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
         if kilobytes is None:
-            raise ServerFailed(f"no VmRSS for daphne ({self.process.pid})")
+            raise ServerFailed(f"no VmRSS for the server ({self.process.pid})")
         return int(kilobytes[1]) * 1024
 
     def _database(self) -> Path:
@@ -375,19 +388,28 @@ class DaphneServer:
         return self.database
 
 
-def start_daphne(
-    template: TemplateDatabase, directory: Path, overrides: dict[str, str]
-) -> DaphneServer:
-    """Start daphne on a copy of the template database; wait until it listens."""
+def start_server(
+    template: TemplateDatabase,
+    directory: Path,
+    overrides: dict[str, str],
+    kind: str = DEFAULT_SERVER,
+) -> LiveServer:
+    """Start `kind` on a copy of the template database; wait until it listens."""
     database = directory / "db.sqlite3"
     shutil.copyfile(template.path, database)
     port = free_port()
-    log_path = directory / "daphne.log"
+    log_path = directory / f"{kind}.log"
     log_path.write_bytes(b"")
-    process = launch_daphne(port, database, overrides, log_path)
+    process = launch_server(kind, port, database, overrides, log_path)
     # Tokens are copied: users created on this server stay on this server.
-    server = DaphneServer(
-        port, dict(template.tokens), process, log_path, database, dict(overrides)
+    server = LiveServer(
+        port,
+        dict(template.tokens),
+        process,
+        log_path,
+        database,
+        dict(overrides),
+        kind,
     )
     try:
         wait_until_listening(server)
@@ -397,28 +419,28 @@ def start_daphne(
     return server
 
 
-def launch_daphne(
-    port: int, database: Path, overrides: dict[str, str], log_path: Path
+def launch_server(
+    kind: str, port: int, database: Path, overrides: dict[str, str], log_path: Path
 ) -> subprocess.Popen:
-    """Start a daphne process on `port`, appending its output to `log_path`."""
-    command = [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port)]
+    """Start a `kind` process on `port`, appending its output to `log_path`."""
+    env = child_env(database, overrides)
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [*command, "config.asgi:application"],
+            server_command(kind, HOST, port, env),
             cwd=PROJECT_ROOT,
-            env=child_env(database, overrides),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
 
 
-def wait_until_listening(server: DaphneServer) -> None:
-    """Return once the port accepts connections; fail if daphne dies or hangs."""
+def wait_until_listening(server: LiveServer) -> None:
+    """Return once the port accepts connections; fail if the server dies or hangs."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise ServerFailed(
-                f"daphne exited with {server.process.returncode} before "
+                f"{server.kind} exited with {server.process.returncode} before "
                 f"listening on {server.port}:\n{server.log()}"
             )
         with contextlib.suppress(OSError):
@@ -426,7 +448,7 @@ def wait_until_listening(server: DaphneServer) -> None:
             return
         time.sleep(0.05)
     raise ServerFailed(
-        f"daphne did not listen within {START_TIMEOUT} s:\n{server.log()}"
+        f"{server.kind} did not listen within {START_TIMEOUT} s:\n{server.log()}"
     )
 
 

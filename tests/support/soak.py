@@ -38,7 +38,7 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from tests.support.live_server import HOST, DaphneServer
+from tests.support.live_server import HOST, LiveServer
 
 # Environment of a soak server: rate limits out of the way (the soak sends far
 # more than 1000 requests per user in 15 minutes), and queues long enough that
@@ -107,7 +107,7 @@ class Refused(Exception):
 class Publisher(threading.Thread):
     """Publishes at a steady rate, one request at a time, until `stop`."""
 
-    def __init__(self, server: DaphneServer, config: SoakConfig) -> None:
+    def __init__(self, server: LiveServer, config: SoakConfig) -> None:
         super().__init__(name="soak-publisher", daemon=True)
         self.server = server
         self.config = config
@@ -327,7 +327,7 @@ class Tab:
         snapshot = dict(self.last_serials)
         self.announcements.append(Announcement(time.monotonic(), kind, snapshot))
 
-    async def run(self, server: DaphneServer, config: SoakConfig, phase_end: float):
+    async def run(self, server: LiveServer, config: SoakConfig, phase_end: float):
         """Drop and resume until `phase_end`, then stay on to catch up.
 
         A steady tab never drops by itself: it resumes only when the server
@@ -350,7 +350,7 @@ class Tab:
         self.transport = "poll" if self.transport == "websocket" else "websocket"
 
     async def session(
-        self, server: DaphneServer, config: SoakConfig, duration: float, abrupt: bool
+        self, server: LiveServer, config: SoakConfig, duration: float, abrupt: bool
     ) -> None:
         """Stay connected for `duration` seconds, then drop."""
         self.transports_used[self.transport] += 1
@@ -540,7 +540,7 @@ TAB_PROFILES = (
 )
 
 
-def make_tabs(server: DaphneServer, config: SoakConfig) -> list[Tab]:
+def make_tabs(server: LiveServer, config: SoakConfig) -> list[Tab]:
     """Alice's and bob's tabs: a mix of transports, some following TOPIC."""
     rng = random.Random(config.seed + 1)
     tabs = []
@@ -565,24 +565,26 @@ class Restart:
 
     signalled_at: float
     exit_status: int = 0
+    clean_exit: bool = True
     # The epoch boundary: everything the old process stored was sent before
     # it; nothing the new one says can come before it.
     exited_at: float = 0.0
     listening_at: float = 0.0
 
 
-async def restart_later(server: DaphneServer, delay: float) -> Restart:
+async def restart_later(server: LiveServer, delay: float) -> Restart:
     """SIGTERM the server after `delay` seconds and start it on the same port."""
     await asyncio.sleep(delay)
     restart = Restart(time.monotonic())
     restart.exit_status = await asyncio.to_thread(server.stop)
+    restart.clean_exit = server.exited_cleanly(restart.exit_status)
     restart.exited_at = time.monotonic()
     await asyncio.to_thread(server.restart)  # the old one is gone: starts only
     restart.listening_at = time.monotonic()
     return restart
 
 
-async def run_soak(server: DaphneServer, config: SoakConfig) -> SoakReport:
+async def run_soak(server: LiveServer, config: SoakConfig) -> SoakReport:
     """Run the whole soak against `server` (restarted once); check it."""
     tabs = make_tabs(server, config)
     publisher = Publisher(server, config)
@@ -665,9 +667,9 @@ class SoakReport:
             if p.outcome.startswith("rejected") and p.outcome != "rejected 503"
         ]
         found += [
-            f"daphne exited with {r.exit_status} on SIGTERM"
+            f"the server exited with {r.exit_status} on SIGTERM"
             for r in self.restarts
-            if r.exit_status != 0
+            if not r.clean_exit
         ]
         return found + ([self.publisher_failure] if self.publisher_failure else [])
 

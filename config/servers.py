@@ -1,0 +1,81 @@
+"""How to serve ``config.asgi:application`` with each supported ASGI server.
+
+One place for the command lines, so ``make run``, the end-to-end tests and
+the benchmarks run the servers exactly as the README recommends:
+
+    python -m config.servers            # SERVER=uvicorn (default) or daphne
+
+uvicorn is the default: on the same application it delivers about twice the
+frames per second of daphne (README, Performance).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+SERVERS = ("uvicorn", "daphne")
+DEFAULT_SERVER = "uvicorn"
+APPLICATION = "config.asgi:application"
+# Seconds uvicorn lets requests in flight finish after SIGTERM (long polls
+# answer at once; daphne's grace period is the same, see daphne_compat).
+GRACEFUL_SHUTDOWN_SECONDS = 5
+# The frame size SPEC §5 allows (payload limit + envelope); one byte more is
+# refused with 1009 by the server before the frame is even buffered whole.
+FRAME_OVERHEAD_BYTES = 4096
+DEFAULT_MAX_PAYLOAD_BYTES = 65536
+
+
+def max_frame_bytes(env: Mapping[str, str]) -> int:
+    """The largest WebSocket message the application accepts."""
+    payload = env.get("SYNC_MAX_PAYLOAD_BYTES", "").strip()
+    return int(payload or DEFAULT_MAX_PAYLOAD_BYTES) + FRAME_OVERHEAD_BYTES
+
+
+def server_command(
+    kind: str, host: str, port: int | str, env: Mapping[str, str] = os.environ
+) -> list[str]:
+    """The argv that serves the project with `kind` on `host`:`port`.
+
+    `env` is the environment the server will run with (for its size limit).
+    """
+    if kind == "uvicorn":
+        return [
+            sys.executable, "-m", "uvicorn", APPLICATION,
+            "--host", host, "--port", str(port),
+            "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio",
+            # Frames one byte over the limit reach the application, which
+            # closes with 1009 itself; far larger ones uvicorn refuses first.
+            "--ws-max-size", str(max_frame_bytes(env) + 1),
+            "--lifespan", "off",
+            "--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_SECONDS),
+        ]  # fmt: skip
+    if kind == "daphne":
+        return [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            host,
+            "-p",
+            str(port),
+            APPLICATION,
+        ]
+    raise ValueError(f"SERVER must be one of {', '.join(SERVERS)}, got {kind!r}.")
+
+
+def main() -> None:
+    """Replace this process with the server the environment asks for."""
+    kind = os.environ.get("SERVER", DEFAULT_SERVER).strip() or DEFAULT_SERVER
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = os.environ.get("PORT", "5000")
+    try:
+        argv = server_command(kind, host, port)
+    except ValueError as error:
+        sys.exit(str(error))
+    os.execv(argv[0], argv)
+
+
+if __name__ == "__main__":
+    main()
