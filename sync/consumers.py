@@ -28,6 +28,7 @@ import uuid
 from typing import Any
 
 from channels import DEFAULT_CHANNEL_LAYER
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from sync import frames
@@ -196,6 +197,20 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             async with asyncio.timeout(SHUTDOWN_CLOSE_WAIT):
                 while (await receive())["type"] != "websocket.disconnect":
                     pass
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its per-event database housekeeping.
+
+        Channels runs ``aclose_old_connections`` through the one sync thread
+        before every event, a thread hop per frame. Nothing here touches the
+        database on the event loop: what does (token lookup, handlers, the
+        heartbeat's re-check) runs through ``database_sync_to_async``, which
+        does that housekeeping itself.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def accept(self, subprotocol=None, headers=None) -> None:
         await super().accept(subprotocol, headers)

@@ -1204,3 +1204,19 @@ async def test_a_cancelled_socket_no_longer_receives(ws_connect, user):
 
     assert ids([await receive_frame(survivor)]) == [message["id"]]
     assert ws.output_queue.empty()
+
+
+async def test_frames_cause_no_database_housekeeping(ws_connect, user, monkeypatch):
+    # Channels would hop through the sync thread before every event.
+    calls = []
+
+    async def counting():
+        calls.append(1)
+
+    monkeypatch.setattr("channels.consumer.aclose_old_connections", counting)
+    ws, _ = await ws_connect(user)
+    for number in range(5):
+        await ws.send_json_to({"type": "ping", "id": str(number)})
+        assert (await receive_frame(ws))["type"] == "pong"
+
+    assert calls == []
