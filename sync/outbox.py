@@ -77,7 +77,8 @@ class Outbox:
         self._send = send
         self._limit = limit
         self._backlog = backlog
-        self._queued: deque[tuple[dict[str, Any], int]] = deque()
+        # Made when a frame first has to wait: most sockets never need it.
+        self._queued: deque[tuple[dict[str, Any], int]] | None = None
         self._bytes = 0
         self._in_flight: asyncio.Task | None = None
         self.closed = False
@@ -114,7 +115,7 @@ class Outbox:
     def stop(self) -> None:
         """Stop writing at once (the socket is gone)."""
         self.closed = self.finished = True
-        self._queued.clear()
+        self._queued = None
         self._bytes = 0
         if self._in_flight is not None:
             self._in_flight.cancel()
@@ -130,7 +131,7 @@ class Outbox:
     def _abandon(self, code: int) -> None:
         # The client is not reading: what is queued would never get through
         # in time, so drop it (and any frame stuck in the server) and close.
-        self._queued.clear()
+        self._queued = None
         self._bytes = 0
         self.closed = True
         if self._in_flight is not None:
@@ -139,26 +140,34 @@ class Outbox:
         self._enqueue({"type": "websocket.close", "code": code}, 0)
 
     def _enqueue(self, message: dict[str, Any], size: int) -> None:
+        if self.finished:
+            return
+        if self._in_flight is None and not self._queued:
+            self._write(message)  # nothing ahead of it: straight out
+            return
+        if self._queued is None:
+            self._queued = deque()
         self._queued.append((message, size))
         self._bytes += size
-        if self._in_flight is None:
-            self._pump()
 
     def _pump(self) -> None:
         """Write queued frames until one has to wait for the client."""
         while self._queued and self._in_flight is None and not self.finished:
             message, size = self._queued.popleft()
             self._bytes -= size
-            try:
-                pending = start_eagerly(self._send(message))
-            except Exception as error:
-                self._gone(error)
-                return
-            if message["type"] == "websocket.close":
-                self.finished = pending is None
-            if pending is not None:
-                self._in_flight = pending
-                pending.add_done_callback(self._written)
+            self._write(message)
+
+    def _write(self, message: dict[str, Any]) -> None:
+        try:
+            pending = start_eagerly(self._send(message))
+        except Exception as error:
+            self._gone(error)
+            return
+        if message["type"] == "websocket.close":
+            self.finished = pending is None
+        if pending is not None:
+            self._in_flight = pending
+            pending.add_done_callback(self._written)
 
     def _written(self, task: asyncio.Task) -> None:
         if task is not self._in_flight:
@@ -175,5 +184,5 @@ class Outbox:
         # A frame racing the client's close: nothing more can be written.
         logger.debug("websocket send failed: %s", type(error).__name__)
         self.closed = self.finished = True
-        self._queued.clear()
+        self._queued = None
         self._bytes = 0
