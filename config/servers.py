@@ -48,6 +48,9 @@ def server_command(
             # Frames one byte over the limit reach the application, which
             # closes with 1009 itself; far larger ones uvicorn refuses first.
             "--ws-max-size", str(max_frame_bytes(env) + 1),
+            # Compression would cost a zlib context per socket (tens of KiB)
+            # and a deflate per socket per message, undoing encode-once.
+            "--ws-per-message-deflate", "false",
             "--lifespan", "off",
             "--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_SECONDS),
         ]  # fmt: skip

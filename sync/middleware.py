@@ -77,12 +77,15 @@ class TokenAuthMiddleware:
         self.session_app = session_app
 
     async def __call__(self, scope, receive, send):
+        # The scope is extended in place, not copied: nothing upstream reads
+        # it again, and a copy per socket is memory an idle socket keeps.
         key = presented_token(scope)
         if key is None:
-            return await self.session_app({**scope, "auth_token": None}, receive, send)
+            scope["auth_token"] = None
+            return await self.session_app(scope, receive, send)
         user = await user_for_token(key)
-        auth_token = key if user.is_authenticated else None
-        scope = {**scope, "user": user, "auth_token": auth_token}
+        scope["user"] = user
+        scope["auth_token"] = key if user.is_authenticated else None
         return await self.app(scope, receive, send)
 
 
