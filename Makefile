@@ -36,8 +36,11 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Fan-out, per-user, polls, idle sockets beside their baselines; one table.
+# `make bench BENCH_ARGS=--quick` (~3 min), or --server uvicorn, --json FILE.
 bench: venv
-	$(BIN)/python -m bench.latency
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # A longer soak than make test's: tabs dropping and resuming, a restart.
 soak: venv

@@ -1,0 +1,1 @@
+"""Baseline servers the project is measured against, in the same run."""
