@@ -207,16 +207,7 @@ def round_row(
         out_of_order=result.out_of_order,
         closed=result.closed,
     )
-    notes = []
-    if result.end != "complete":
-        notes.append(f"round ended: {result.end}")
-    if result.dupes:
-        notes.append(f"{result.dupes} duplicates")
-    if result.close_codes:
-        notes.append(f"close codes {codes_text(result.close_codes)}")
-    if fired.errors:
-        notes.append(f"{len(fired.errors)} publishes failed: {fired.errors[0][:120]}")
-    row.notes = "; ".join(notes)
+    row.notes = round_notes(result, fired)
     row.figures = {
         "end": result.end,
         "expected": result.expected,
@@ -227,6 +218,20 @@ def round_row(
         "publishAnswerP50Ms": ms_seconds(percentile(sorted(fired.answer_s), 0.5)),
     }
     return row
+
+
+def round_notes(result: RoundResult, fired: Fired) -> str:
+    """What went wrong in a round, if anything."""
+    notes = []
+    if result.end != "complete":
+        notes.append(f"round ended: {result.end}")
+    if result.dupes:
+        notes.append(f"{result.dupes} duplicates")
+    if result.close_codes:
+        notes.append(f"close codes {codes_text(result.close_codes)}")
+    if fired.errors:
+        notes.append(f"{len(fired.errors)} publishes failed: {fired.errors[0][:120]}")
+    return "; ".join(notes)
 
 
 def codes_text(codes) -> str:
@@ -259,8 +264,8 @@ class FanOutTarget:
     trigger: Callable[[Server], object]
 
 
-async def fan_out_case(bench: Bench, sockets: int) -> list[Row]:
-    """Paced then burst broadcasts to `sockets` sockets, project and baselines."""
+def fan_out_systems(bench: Bench) -> list[FanOutTarget]:
+    """Bare websockets, socketio (if installed), the project on each server."""
     database = bench.database
     systems = [
         FanOutTarget(
@@ -296,8 +301,13 @@ async def fan_out_case(bench: Bench, sockets: int) -> list[Row]:
                 lambda server: project_broadcast(server.port, database.staff_token),
             )
         )
+    return systems
+
+
+async def fan_out_case(bench: Bench, sockets: int) -> list[Row]:
+    """Paced then burst broadcasts to `sockets` sockets, project and baselines."""
     paced_rows, burst_rows = [], []
-    for system in systems:
+    for system in fan_out_systems(bench):
         started = time.monotonic()
         paced, burst = await fan_out(bench, system, sockets)
         connect_s = paced.figures.get("connectS", 0)
@@ -463,36 +473,15 @@ def per_user_label(plan: Plan) -> str:
 async def per_user(bench: Bench, kind: str) -> Row:
     """One server: connect every tab, send to random users, check every tab."""
     plan, database = bench.plan, bench.database
-    tokens = database.bench_tokens[: plan.per_user_users]
+    chooser = random.Random(7)
+    users = [
+        chooser.randrange(plan.per_user_users) for _ in range(plan.per_user_messages)
+    ]
     folder = bench.folder(f"per-user-{kind}")
     async with running(lambda: start_project(kind, database, folder, {})) as server:
-        urls = [
-            f"{server.ws_url}/ws?token={t}"
-            for t in tokens
-            for _ in range(plan.per_user_tabs)
-        ]
-        chooser = random.Random(7)
-        users = [chooser.randrange(len(tokens)) for _ in range(plan.per_user_messages)]
-        per_url = [
-            users.count(index // plan.per_user_tabs) for index in range(len(urls))
-        ]
-        trigger = project_send(server.port)
-        await fire_all(trigger, [{"r": -1, "seq": -1, "t": 0}], 1, 0, [tokens[0]])
-        fleet = await Fleet.open("project", urls, bench.folder("fleet"))
-        try:
-            await fleet.start_round(2, len(users), per_url)
-            frames = [{"r": 2, "seq": seq, "t": 0} for seq in range(len(users))]
-            sent_as = [tokens[user] for user in users]
-            fired = await fire_all(
-                trigger, frames, 1, plan.per_user_interval_s, sent_as
-            )
-            result = await fleet.end_round(2, fired.last_us, 10.0, plan.idle_timeout_s)
-            late = (await fleet.status()).late
-        finally:
-            await fleet.close()
-            await trigger.close()
+        result, fired, late = await send_to_users(bench, server, users)
     row = round_row(per_user_label(plan), kind, "project", result, fired)
-    row.unit, row.late = "frames", late.get(2, 0)
+    row.late = late
     reached = all_tabs_reached(users, result, plan.per_user_tabs)
     row.notes = join(
         f"{reached}/{len(users)} messages reached all {plan.per_user_tabs} tabs",
@@ -501,6 +490,29 @@ async def per_user(bench: Bench, kind: str) -> Row:
     row.figures["messagesReachingAllTabs"] = reached
     row.targets = targets.per_user(row, reached == len(users))
     return row
+
+
+async def send_to_users(bench: Bench, server: Server, users: list[int]):
+    """Open every tab; POST /api/sync/send as each user of `users` in turn."""
+    plan = bench.plan
+    tokens = bench.database.bench_tokens[: plan.per_user_users]
+    tabs = plan.per_user_tabs
+    urls = [f"{server.ws_url}/ws?token={t}" for t in tokens for _ in range(tabs)]
+    per_url = [users.count(index // tabs) for index in range(len(urls))]
+    trigger = project_send(server.port)
+    await fire_all(trigger, [{"r": -1, "seq": -1, "t": 0}], 1, 0, [tokens[0]])
+    fleet = await Fleet.open("project", urls, bench.folder("fleet"))
+    try:
+        await fleet.start_round(2, len(users), per_url)
+        frames = [{"r": 2, "seq": seq, "t": 0} for seq in range(len(users))]
+        sent_as = [tokens[user] for user in users]
+        fired = await fire_all(trigger, frames, 1, plan.per_user_interval_s, sent_as)
+        result = await fleet.end_round(2, fired.last_us, 10.0, plan.idle_timeout_s)
+        late = (await fleet.status()).late.get(2, 0)
+    finally:
+        await fleet.close()
+        await trigger.close()
+    return result, fired, late
 
 
 def all_tabs_reached(users: list[int], result: RoundResult, tabs: int) -> int:
@@ -714,29 +726,14 @@ def idle_label(plan: Plan) -> str:
 
 
 async def idle(bench: Bench, kind: str) -> Row:
-    """Connect the idle sockets; RSS per socket; CPU over the idle window."""
+    """Start the project with a short heartbeat; measure its idle sockets."""
     plan, database = bench.plan, bench.database
     heartbeat = {"SYNC_HEARTBEAT_INTERVAL": str(plan.idle_heartbeat_s)}
     folder = bench.folder(f"idle-{kind}")
     async with running(
         lambda: start_project(kind, database, folder, heartbeat)
     ) as server:
-        url = f"{server.ws_url}/ws?token={database.user_token}"
-        await warm_socket(url, "project")
-        await asyncio.sleep(SETTLE_SECONDS)
-        rss_before = server.rss_bytes()
-        fleet = await Fleet.open(
-            "project", [url] * plan.idle_sockets, bench.folder("fleet")
-        )
-        try:
-            await asyncio.sleep(SETTLE_SECONDS)
-            kib = (server.rss_bytes() - rss_before) / max(fleet.connected, 1) / 1024
-            cpu_before = server.cpu_seconds()
-            await asyncio.sleep(plan.idle_seconds)
-            cpu_share = (server.cpu_seconds() - cpu_before) / plan.idle_seconds
-            status = await fleet.status()
-        finally:
-            await fleet.close()
+        fleet, kib, cpu_share, status = await measure_idle(bench, server)
     row = Row(
         idle_label(plan),
         kind,
@@ -752,6 +749,28 @@ async def idle(bench: Bench, kind: str) -> Row:
     row.figures = {"cpuShare": cpu_share, "connected": fleet.connected}
     row.targets = targets.idle(row, cpu_share, plan.idle_sockets, plan.idle_heartbeat_s)
     return row
+
+
+async def measure_idle(bench: Bench, server: Server):
+    """Connect the idle sockets: KiB per socket, then CPU over the idle window."""
+    plan = bench.plan
+    url = f"{server.ws_url}/ws?token={bench.database.user_token}"
+    await warm_socket(url, "project")
+    await asyncio.sleep(SETTLE_SECONDS)
+    rss_before = server.rss_bytes()
+    fleet = await Fleet.open(
+        "project", [url] * plan.idle_sockets, bench.folder("fleet")
+    )
+    try:
+        await asyncio.sleep(SETTLE_SECONDS)
+        kib = (server.rss_bytes() - rss_before) / max(fleet.connected, 1) / 1024
+        cpu_before = server.cpu_seconds()
+        await asyncio.sleep(plan.idle_seconds)
+        cpu_share = (server.cpu_seconds() - cpu_before) / plan.idle_seconds
+        status = await fleet.status()
+    finally:
+        await fleet.close()
+    return fleet, kib, cpu_share, status
 
 
 # 6. Redis -----------------------------------------------------------------------
