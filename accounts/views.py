@@ -13,6 +13,7 @@ from sync.exceptions import InvalidCredentials
 from sync.schema import BODY_CODES, RETRY_AFTER, responses
 from sync.serializers import TokenRequest, TokenResponse
 from sync.validation import check_fields
+from sync.worker_threads import in_worker_thread
 
 TOKEN_FIELDS = frozenset({"username", "password"})
 
@@ -36,15 +37,25 @@ class ObtainTokenView(SyncAPIView):
             },
         ),
     )
-    def post(self, request):
+    async def post(self, request):
         data = check_fields(
             request.data, TOKEN_FIELDS, required=("username", "password")
         )
         username, password = data["username"], data["password"]
         if not isinstance(username, str) or not isinstance(password, str):
             raise InvalidCredentials()
-        user = authenticate(request._request, username=username, password=password)
-        if user is None:
+        # Password hashing takes milliseconds: in a worker thread, not on the
+        # event loop nor on the one thread shared by thread-sensitive calls.
+        key = await in_worker_thread(token_for)(request._request, username, password)
+        if key is None:
             raise InvalidCredentials()
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        return Response({"token": key})
+
+
+def token_for(django_request, username: str, password: str) -> str | None:
+    """The user's token key (created on first use), or None for bad credentials."""
+    user = authenticate(django_request, username=username, password=password)
+    if user is None:
+        return None
+    token, _ = Token.objects.get_or_create(user=user)
+    return token.key

@@ -7,11 +7,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.core.cache import cache
+from asgiref.sync import sync_to_async
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
 
 from sync.rates import Rate
 
 CACHE_PREFIX = "sync:ratelimit"
+# Caches that never leave the process (a dict under a lock, no I/O): cheap
+# enough to call on the event loop.
+IN_PROCESS_CACHES = (LocMemCache, DummyCache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +44,21 @@ def hit_shared(identity: str, rate: Rate, now: float | None = None) -> Hit:
     count = _increment(key, timeout=rate.window + 1)
     retry_after = max(1, math.ceil((window + 1) * rate.window - now))
     return Hit(count, retry_after)
+
+
+async def ahit_shared(identity: str, rate: Rate, now: float | None = None) -> Hit:
+    """hit_shared from async code, never blocking the event loop.
+
+    An in-process cache is called inline. Any other (RedisCache) runs the
+    sync, atomic increment in a worker thread of the default pool: Django
+    5.2's ``cache.aincr`` is not an async INCR but a get then a set (not
+    atomic across processes, and the set resets the key's expiry), each
+    through ``sync_to_async`` on the one thread all thread-sensitive calls
+    share; RedisCache has no native async API.
+    """
+    if isinstance(caches[DEFAULT_CACHE_ALIAS], IN_PROCESS_CACHES):
+        return hit_shared(identity, rate, now)
+    return await sync_to_async(hit_shared, thread_sensitive=False)(identity, rate, now)
 
 
 def _increment(key: str, timeout: int) -> int:

@@ -12,7 +12,8 @@ import time
 from rest_framework.throttling import BaseThrottle
 
 from sync.conf import sync_settings
-from sync.ratelimit import hit_shared
+from sync.ratelimit import Hit, ahit_shared, hit_shared
+from sync.rates import Rate
 
 
 class SyncRateThrottle(BaseThrottle):
@@ -23,6 +24,16 @@ class SyncRateThrottle(BaseThrottle):
     def allow_request(self, request, view) -> bool:
         rate = sync_settings.rate_limit
         hit = hit_shared(self.identity(request), rate, now=self.timer())
+        return self.judge(hit, rate)
+
+    async def aallow_request(self, request, view) -> bool:
+        """Async twin of allow_request (see ``ratelimit.ahit_shared``)."""
+        rate = sync_settings.rate_limit
+        hit = await ahit_shared(self.identity(request), rate, now=self.timer())
+        return self.judge(hit, rate)
+
+    def judge(self, hit: Hit, rate: Rate) -> bool:
+        """Remember when the window ends; True while within the limit."""
         self.retry_after = hit.retry_after
         return not hit.over(rate)
 

@@ -11,6 +11,7 @@ from sync import serializers
 from sync.apiview import SyncAPIView
 from sync.clock import now_ms
 from sync.conf import sync_settings
+from sync.http_handlers import http_handler_runs
 from sync.permissions import IsStaff
 from sync.query_params import parse_poll_query
 from sync.schema import (
@@ -22,6 +23,7 @@ from sync.schema import (
     responses,
 )
 from sync.services import get_message_queue, get_realtime_sync
+from sync.services.audit import arecord_broadcast
 from sync.services.polling import poll
 from sync.topic_access import aauthorize_topics
 from sync.validation import validate_broadcast, validate_client_message
@@ -83,9 +85,11 @@ class SendView(SyncAPIView):
             },
         ),
     )
-    def post(self, request):
+    async def post(self, request):
         message = validate_client_message(request.data)
-        sent = get_realtime_sync().send_from_client(request.user, message)
+        http_handler_runs.check_room(message.type)
+        sent = await get_realtime_sync().asend_from_client(request.user, message)
+        http_handler_runs.submit(sent, request.user)  # run after this answer
         return Response(
             {"success": True, "messageId": sent["id"], "timestamp": sent["timestamp"]},
             status=status.HTTP_201_CREATED,
@@ -99,8 +103,8 @@ class StatusView(SyncAPIView):
         parameters=[RETRY_AFTER, TOKEN_CHALLENGE],
         responses=responses(200, serializers.StatusResponse, 401, 429, 503),
     )
-    def get(self, request):
-        stats = get_realtime_sync().get_stats()
+    async def get(self, request):
+        stats = await get_realtime_sync().aget_stats()
         return Response(
             {
                 "success": True,
@@ -142,15 +146,12 @@ class BroadcastView(SyncAPIView):
         ),
         description="Staff only. Every broadcast is recorded for the admin.",
     )
-    def post(self, request):
+    async def post(self, request):
         message = validate_broadcast(request.data)
-        sent = get_realtime_sync().broadcast(
-            message.type,
-            message.payload,
-            message.topics,
-            sent_by=request.user,
-            source="api",
+        sent = await get_realtime_sync().abroadcast(
+            message.type, message.payload, message.topics
         )
+        await arecord_broadcast(sent, request.user, source="api")
         return Response(
             {
                 "success": True,
@@ -166,7 +167,7 @@ class BroadcastView(SyncAPIView):
 class ApiNotFoundView(SyncAPIView):
     """Unknown /api/* paths: 404 in the error envelope, even with DEBUG on."""
 
-    def dispatch_not_found(self, request, *args, **kwargs):
+    async def dispatch_not_found(self, request, *args, **kwargs):
         raise NotFound()
 
     get = post = put = patch = delete = options = dispatch_not_found

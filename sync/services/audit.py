@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sync.worker_threads import in_worker_thread
+
 
 def record_broadcast(message: dict[str, Any], sent_by: Any, source: str) -> None:
     """Store who sent `message`, from where; the admin lists these."""
@@ -20,3 +22,8 @@ def record_broadcast(message: dict[str, Any], sent_by: Any, source: str) -> None
         sent_by_username=user.get_username() if user else "",
         source=source,
     )
+
+
+async def arecord_broadcast(message: dict[str, Any], sent_by: Any, source: str) -> None:
+    """Async twin of record_broadcast: the insert runs in a worker thread."""
+    await in_worker_thread(record_broadcast)(message, sent_by, source)
