@@ -1,6 +1,7 @@
 """ASGI entry point: ``uvicorn config.asgi:application`` or ``daphne …``.
 
-HTTP goes to Django (with /api/ bodies bounded); WebSocket goes through the
+HTTP goes to Django, /api/ through its lean path (``sync.http_app``) with
+bodies bounded; WebSocket goes through the
 on/off switch, the Origin check, token (else session) authentication, to the
 consumer at /ws.
 """
@@ -19,6 +20,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from sync.asgi_limits import RequestBodyLimit  # noqa: E402
 from sync.daphne_compat import patch_daphne  # noqa: E402
+from sync.http_app import ApiRouter  # noqa: E402
 from sync.middleware import OriginCheck, TokenAuthMiddleware, WebsocketSwitch  # noqa: E402
 from sync.routing import websocket_urlpatterns  # noqa: E402
 from sync.uvicorn_compat import patch_uvicorn  # noqa: E402
@@ -30,7 +32,7 @@ websocket_app = URLRouter(websocket_urlpatterns)
 
 application = ProtocolTypeRouter(
     {
-        "http": RequestBodyLimit(django_asgi_app),
+        "http": RequestBodyLimit(ApiRouter(django_asgi_app)),
         "websocket": WebsocketSwitch(
             OriginCheck(
                 TokenAuthMiddleware(

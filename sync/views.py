@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.handlers.asgi import ASGIRequest
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound
@@ -23,7 +24,7 @@ from sync.schema import (
     responses,
 )
 from sync.services import get_message_queue, get_realtime_sync
-from sync.services.audit import arecord_broadcast
+from sync.services.handlers import arun_handlers
 from sync.services.polling import poll
 from sync.topic_access import aauthorize_topics
 from sync.validation import validate_broadcast, validate_client_message
@@ -89,7 +90,12 @@ class SendView(SyncAPIView):
         message = validate_client_message(request.data)
         http_handler_runs.check_room(message.type)
         sent = await get_realtime_sync().asend_from_client(request.user, message)
-        http_handler_runs.submit(sent, request.user)  # run after this answer
+        if isinstance(request._request, ASGIRequest):
+            http_handler_runs.submit(sent, request.user)  # run after this answer
+        else:
+            # WSGI (Django's test client): this request's event loop ends with
+            # it, and tasks left on it would be cancelled, so run them now.
+            await arun_handlers(sent, request.user)
         return Response(
             {"success": True, "messageId": sent["id"], "timestamp": sent["timestamp"]},
             status=status.HTTP_201_CREATED,
@@ -149,9 +155,12 @@ class BroadcastView(SyncAPIView):
     async def post(self, request):
         message = validate_broadcast(request.data)
         sent = await get_realtime_sync().abroadcast(
-            message.type, message.payload, message.topics
+            message.type,
+            message.payload,
+            message.topics,
+            sent_by=request.user,
+            source="api",
         )
-        await arecord_broadcast(sent, request.user, source="api")
         return Response(
             {
                 "success": True,

@@ -17,7 +17,7 @@ from typing import Any
 from django.db import transaction
 
 from sync import validation
-from sync.services.audit import record_broadcast
+from sync.services.audit import arecord_broadcast, record_broadcast
 from sync.services.connections import MemoryConnectionRegistry
 from sync.services.handlers import run_handlers
 from sync.services.hub import DeliveryHub
@@ -164,9 +164,18 @@ class RealtimeSync:
         type: str,
         payload: dict[str, Any] | None = None,
         topics: Iterable[str] | None = None,
+        *,
+        sent_by: Any = None,
+        source: str | None = None,
     ) -> dict[str, Any]:
-        """Async twin of broadcast (unrecorded: records need the sync call)."""
+        """Async twin of broadcast.
+
+        With `source` the broadcast is recorded first: delivering wakes every
+        waiting long poll, and the record must not queue behind them.
+        """
         message = self._broadcast_message(type, payload, topics)
+        if source is not None:
+            await arecord_broadcast(message, sent_by, source)
         await self._adeliver(message)
         return message
 
