@@ -6,7 +6,7 @@ None closes every socket of the user, a key closes those opened with that
 token. The event reaches sockets at once wherever the channel layer does (this
 process, or every process with Redis). Changes it cannot reach (a shell on
 another host without Redis, ``QuerySet.update``) are caught by the heartbeat,
-which asks ``ais_still_authorized``.
+which asks ``afind_revoked`` for all the sockets it pings at once.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.db import DEFAULT_DB_ALIAS, transaction
 
-from sync.services.fanout import cross_process_layer, user_group
+from sync.services.groups import cross_process_layer, user_group
 
 logger = logging.getLogger(__name__)
 
@@ -82,25 +82,6 @@ def revoke_user(user_id: Any, using: str = DEFAULT_DB_ALIAS) -> None:
 def revoke_token(user_id: Any, token_key: str, using: str = DEFAULT_DB_ALIAS) -> None:
     """Sync twin of arevoke_token, sent once the transaction commits."""
     transaction.on_commit(partial(_send, user_id, token_key), using=using)
-
-
-def still_authorized(user_id: Any, token_key: str | None) -> bool:
-    """True if the user exists and is active and, given a key, owns that token.
-
-    One query either way, cheap enough for every heartbeat of every socket.
-    """
-    if token_key is None:
-        users = get_user_model()._default_manager
-        return users.filter(pk=user_id, is_active=True).exists()
-    from rest_framework.authtoken.models import Token
-
-    tokens = Token.objects.filter(key=token_key, user_id=user_id)
-    return tokens.filter(user__is_active=True).exists()
-
-
-async def ais_still_authorized(user_id: Any, token_key: str | None) -> bool:
-    """Async twin of still_authorized, for the consumer's heartbeat."""
-    return await database_sync_to_async(still_authorized)(user_id, token_key)
 
 
 def find_revoked(

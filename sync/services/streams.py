@@ -100,10 +100,6 @@ class ReaderStream:
             self.position = self.position.after_user(seq)
         return self.position.encode()
 
-    def deliver(self, queue: str, seq: int, message: dict[str, Any]) -> dict:
-        """Advance past a DELIVER event; return the message with its cursor."""
-        return {**message, "cursor": self.advance(queue, seq)}
-
     def subscribe(self, topics: Iterable[str]) -> None:
         """Follow more topics from now on (older broadcasts are not replayed).
 

@@ -18,10 +18,9 @@ from django.db import transaction
 from rest_framework.authtoken.models import Token
 
 from sync.services import revocation
-from sync.services.fanout import user_group
+from sync.services.groups import user_group
 from sync.services.revocation import (
     REVOKE_EVENT,
-    ais_still_authorized,
     arevoke_token,
     arevoke_user,
 )
@@ -63,6 +62,12 @@ async def next_event(channel: str, timeout: float = 1) -> dict | None:
         return await asyncio.wait_for(get_channel_layer().receive(channel), timeout)
     except TimeoutError:
         return None
+
+
+async def ais_still_authorized(user_id, token_key) -> bool:
+    """What the heartbeat concludes for one socket."""
+    revoked = await revocation.afind_revoked([(user_id, token_key)])
+    return (user_id, token_key) not in revoked
 
 
 async def token_for(user) -> str:

@@ -23,7 +23,7 @@ def live(stream, entry):
     message = entry.envelope
     verdict = stream.judge(entry.queue, entry.seq, message["topics"])
     if verdict is Verdict.DELIVER:
-        return verdict, stream.deliver(entry.queue, entry.seq, message)
+        return verdict, {**message, "cursor": stream.advance(entry.queue, entry.seq)}
     return verdict, None
 
 
