@@ -41,7 +41,7 @@ from sync.parsers import loads_strict, max_body_bytes
 from sync.ratelimit import LocalWindowCounter
 from sync.services import get_realtime_sync
 from sync.services.cursors import decode_cursor
-from sync.services.fanout import cross_process_layer, user_group
+from sync.services.groups import cross_process_layer, user_group
 from sync.services.handlers import HandlerQueue
 from sync.services.hub import EncodedMessage
 from sync.services.streams import ReaderStream, Verdict

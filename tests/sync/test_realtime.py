@@ -11,7 +11,7 @@ from django.db import transaction
 from sync import exceptions
 from sync.models import Broadcast
 from sync.services import get_realtime_sync, message_handler
-from sync.services.fanout import user_group
+from sync.services.groups import user_group
 from sync.services.handlers import arun_handlers, unregister
 from sync.validation import MessageInput
 
