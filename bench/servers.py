@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config.servers import server_command
+from tests.support.live_server import CONFIG_NAMES, CONFIG_PREFIXES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -35,31 +36,6 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 # No access log line per request, for the project and the baselines alike.
 QUIET_UVICORN = ["--log-level", "warning", "--no-access-log"]
-# The baselines on uvicorn run as the project does (config/servers.py).
-UVICORN_FLAGS = [
-    *("--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio"),
-    *("--ws-per-message-deflate", "false", "--lifespan", "off"),
-    *QUIET_UVICORN,
-]
-
-# What config/settings.py reads: dropped from our environment, so the project
-# sees the documented defaults plus the bench's settings only.
-CONFIG_PREFIXES = ("SYNC_", "DJANGO_", "DATABASE_")
-CONFIG_NAMES = frozenset(
-    {
-        "ALLOWED_HOSTS",
-        "CSRF_TRUSTED_ORIGINS",
-        "DEBUG",
-        "HOST",
-        "LOG_LEVEL",
-        "NUM_PROXIES",
-        "PORT",
-        "REDIS_URL",
-        "SECRET_KEY",
-        "SECURE_COOKIES",
-    }
-)
-
 # Production settings (DEBUG off), with the per-user caps lifted: the bench
 # connects thousands of sockets and fires thousands of requests as few users.
 PROJECT_ENV = {
@@ -211,21 +187,15 @@ def prepare_database(directory: Path, bench_users: int) -> BenchDatabase:
     return BenchDatabase(path, tokens["carol"], tokens["alice"], bench)
 
 
-def asgi_command(kind: str, application: str, port: int) -> list[str]:
-    """The command line serving `application` on `port` with daphne or uvicorn."""
-    if kind == "daphne":
-        return [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            HOST,
-            "-p",
-            str(port),
-            application,
-        ]
-    address = ["--host", HOST, "--port", str(port)]
-    return [sys.executable, "-m", "uvicorn", application, *address, *UVICORN_FLAGS]
+def asgi_command(
+    kind: str, application: str, port: int, env: dict[str, str] | None = None
+) -> list[str]:
+    """`application` served by daphne or uvicorn as ``make run`` serves the
+    project (config/servers.py), with uvicorn's logging made quiet."""
+    command = server_command(
+        kind, HOST, port, os.environ if env is None else env, application
+    )
+    return command + QUIET_UVICORN if kind == "uvicorn" else command
 
 
 def spawn(name: str, command: list[str], port: int, env: dict, workdir: Path) -> Server:
@@ -266,10 +236,8 @@ def wait_until_listening(server: Server) -> None:
 
 
 def project_command(kind: str, port: int, env: dict[str, str]) -> list[str]:
-    """The project's own command line for `kind` (config/servers.py, what
-    ``make run`` serves), with uvicorn's logging as quiet as the baselines'."""
-    command = server_command(kind, HOST, port, env)
-    return command + QUIET_UVICORN if kind == "uvicorn" else command
+    """The project's own command line for `kind`."""
+    return asgi_command(kind, "config.asgi:application", port, env)
 
 
 def start_project(

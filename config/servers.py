@@ -34,15 +34,20 @@ def max_frame_bytes(env: Mapping[str, str]) -> int:
 
 
 def server_command(
-    kind: str, host: str, port: int | str, env: Mapping[str, str] = os.environ
+    kind: str,
+    host: str,
+    port: int | str,
+    env: Mapping[str, str] = os.environ,
+    application: str = APPLICATION,
 ) -> list[str]:
-    """The argv that serves the project with `kind` on `host`:`port`.
+    """The argv that serves `application` with `kind` on `host`:`port`.
 
-    `env` is the environment the server will run with (for its size limit).
+    `env` is the environment the server will run with (for its size limit);
+    the benchmarks serve their baselines the same way.
     """
     if kind == "uvicorn":
         return [
-            sys.executable, "-m", "uvicorn", APPLICATION,
+            sys.executable, "-m", "uvicorn", application,
             "--host", host, "--port", str(port),
             "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio",
             # Frames one byte over the limit reach the application, which
