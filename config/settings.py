@@ -105,6 +105,11 @@ DATABASES = {
 }
 
 REDIS_URL = env_str("REDIS_URL")
+# Every key of the Redis message store starts with this, so instances of one
+# deployment share a store and other deployments (or tests) stay apart.
+SYNC_STORE_KEY_PREFIX = env_str(
+    "SYNC_STORE_KEY_PREFIX", env_str("SYNC_KEY_PREFIX", "sync") + ":store:"
+)
 
 # The cache holds the HTTP rate-limit counters: it must be shared by every
 # server process, so it follows REDIS_URL.

@@ -193,6 +193,12 @@ class ServiceUnavailable(SyncError):
     default_detail = "The message store is unavailable; try again shortly."
 
 
+class StoreUnavailable(ServiceUnavailable):
+    """The message store's Redis cannot be reached, or answers too slowly."""
+
+    default_code = "store_unavailable"
+
+
 class TooManyWaitingPolls(SyncError):
     """The user already holds SYNC_POLL_MAX_WAITING_PER_USER waiting long polls."""
 

@@ -1,0 +1,52 @@
+-- Stamp and append one message, atomically for the whole cluster.
+--
+-- Why Lua rather than Stream ids: a message's position is three numbers
+-- that must move together (its queue's sequence, the store-wide order that
+-- merges a reader's two queues, and a timestamp pushed past what readers
+-- of its queue already hold). Stream ids give one number per stream; the
+-- script assigns all three, appends, and enforces the cap as one step that
+-- no other instance can interleave with.
+--
+-- ARGV: prefix, epoch candidate, now ms, ttl ms, max messages per queue,
+--       max tracked drop topics, kind ('u' or 'b'), user id, topics json,
+--       envelope json
+-- Returns: {epoch, seq, order, timestamp, broadcast last_seq}
+
+local now_ms = num(ARGV[3])
+local clock = tick(now_ms)
+local epoch = ensure_epoch(ARGV[2], clock)
+local is_broadcast = ARGV[7] == 'b'
+local queue = is_broadcast and 'b' or ('u:' .. ARGV[8])
+local meta, qkey, bkey = P .. 'meta', P .. 'q:' .. queue, P .. 'q:b'
+
+-- A user message goes after its queue and the broadcast queue; a broadcast
+-- after every message stored (see MemoryMessageStore._next_timestamp).
+local after
+if is_broadcast then
+  after = num(redis.call('HGET', meta, 'last_ts')) + 1
+else
+  after = math.max(
+    num(redis.call('HGET', qkey, 'last_ts')),
+    num(redis.call('HGET', bkey, 'last_ts'))
+  ) + 1
+end
+local ts = math.max(clock, after)
+if ts > num(redis.call('HGET', meta, 'last_ts')) then
+  redis.call('HSET', meta, 'last_ts', fmt(ts))
+end
+local order = redis.call('HINCRBY', meta, 'order', 1)
+local seq = redis.call('HINCRBY', qkey, 'last_seq', 1)
+redis.call('HSET', qkey, 'last_ts', fmt(ts))
+
+local expires = now_ms + num(ARGV[4])
+local entry = fmt(seq) .. ' ' .. fmt(order) .. ' ' .. fmt(ts) .. ' ' .. fmt(expires)
+  .. '\n' .. ARGV[9] .. '\n' .. ARGV[10]
+redis.call('ZADD', P .. 'm:' .. queue, seq, entry)
+redis.call('ZADD', P .. 't:' .. queue, fmt(ts), seq)
+redis.call('SADD', P .. 'active', queue)
+
+local max_messages, max_tracked = num(ARGV[5]), num(ARGV[6])
+while redis.call('ZCARD', P .. 'm:' .. queue) > max_messages do
+  drop_oldest(queue, max_tracked)
+end
+return {epoch, seq, order, fmt(ts), num(redis.call('HGET', bkey, 'last_seq'))}

@@ -1,0 +1,499 @@
+"""The Redis backend of the message store, shared by every server instance.
+
+Same queues, limits and positions as the memory store, kept in one Redis so
+any instance serves any reader with the same cursors. Every change (stamp
+and append, drops, the clock) happens inside a Lua script from
+``sync/services/lua/``, so instances never interleave halfway; reads take a
+consistent view of both of a reader's queues in one script and hand it to
+the shared paging rules of ``sync.services.paging``.
+
+Long polls wake on messages published through this store object, and
+otherwise re-check Redis every ``WAIT_RECHECK_SECONDS``: cross-instance
+wake-ups (one pub/sub subscription per process) are the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from sync.conf import sync_settings
+from sync.exceptions import StoreUnavailable
+from sync.services import message_queue
+from sync.services.cursors import Position
+from sync.services.message_queue import MessageStore, StoreStats, _Waiter
+from sync.services.paging import (
+    BROADCAST,
+    NOTHING_DROPPED,
+    USER,
+    DropMark,
+    Epoch,
+    PageRequest,
+    ReadResult,
+    StoredMessage,
+    read_page,
+)
+
+LUA_DIR = Path(__file__).with_name("lua")
+# Store commands never block server-side, so a reply slower than this means
+# Redis is in trouble: answer 503 rather than hold the request.
+SOCKET_TIMEOUT_SECONDS = 2.0
+SOCKET_CONNECT_TIMEOUT_SECONDS = 1.0
+# Idle pooled connections are pinged before reuse after this long, so a
+# Redis restart costs a reconnect instead of an error.
+HEALTH_CHECK_INTERVAL_SECONDS = 15
+# No automatic retries: an append whose reply was lost may have happened,
+# and retrying it would store the message twice.
+NO_RETRY = Retry(NoBackoff(), 0)
+# How often a waiting long poll re-reads its head in Redis, to notice
+# messages published through other instances (local ones wake it at once).
+WAIT_RECHECK_SECONDS = 1.0
+BROADCAST_QUEUE = "b"  # the broadcast queue's name in Redis keys
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+
+def _script_source(name: str) -> str:
+    """A script with the shared helpers in front (Redis has no includes)."""
+    common = (LUA_DIR / "common.lua").read_text()
+    return common + "\n" + (LUA_DIR / f"{name}.lua").read_text()
+
+
+@contextlib.contextmanager
+def _translate_redis_errors() -> Iterator[None]:
+    """Redis unreachable or too slow becomes StoreUnavailable (HTTP 503)."""
+    try:
+        yield
+    except REDIS_DOWN as error:
+        raise StoreUnavailable() from error
+
+
+def _mark(seq: Any, timestamp: Any) -> DropMark:
+    """A DropMark from Redis hash values (absent = nothing dropped)."""
+    if seq is None:
+        return NOTHING_DROPPED
+    return DropMark(int(seq), int(timestamp))
+
+
+def _entry(raw: str, queue: str) -> StoredMessage:
+    """Decode one stored entry (layout in lua/common.lua)."""
+    header, _topics, envelope_json = raw.split("\n", 2)
+    seq, order, timestamp, expires_ms = map(int, header.split(" "))
+    envelope = json.loads(envelope_json)
+    envelope["timestamp"] = timestamp
+    return StoredMessage(
+        envelope=envelope,
+        queue=queue,
+        seq=seq,
+        order=order,
+        expires_at=expires_ms / 1000,
+        size=len(raw),
+    )
+
+
+def _epoch(value: str) -> Epoch:
+    epoch_id, started_ms = value.split(" ")
+    return Epoch(epoch_id, int(started_ms))
+
+
+@dataclass(slots=True)
+class _QueueSnapshot:
+    """One queue as the read script saw it; a paging QueueView.
+
+    ``since_seq`` answers seq_at_or_before for this read's own `since` only:
+    the script looked it up, and paging asks for nothing else.
+    """
+
+    last_seq: int
+    last_timestamp: int
+    dropped: DropMark
+    since_seq: int
+    entries: list[StoredMessage]
+
+    def dropped_for(self, topics: frozenset[str]) -> DropMark:
+        """Every reader of a user queue sees all of it."""
+        return self.dropped
+
+    def seq_at_or_before(self, timestamp: int) -> int:
+        """Where this read's `since` starts in the queue."""
+        return self.since_seq
+
+    def after(self, seq: int) -> Iterable[StoredMessage]:
+        """Fetched entries above `seq`, oldest first."""
+        return (entry for entry in self.entries if entry.seq > seq)
+
+
+@dataclass(slots=True)
+class _BroadcastSnapshot(_QueueSnapshot):
+    """The broadcast queue, with its drops by audience (as the memory store)."""
+
+    untargeted: DropMark = NOTHING_DROPPED
+    untracked: DropMark = NOTHING_DROPPED
+    by_topic: dict[str, DropMark] = field(default_factory=dict)
+
+    def dropped_for(self, topics: frozenset[str]) -> DropMark:
+        """Newest drop among the broadcasts a reader of `topics` receives."""
+        if not topics:
+            return self.untargeted
+        marks = [self.by_topic[topic] for topic in topics if topic in self.by_topic]
+        return max(self.untargeted, self.untracked, *marks)
+
+
+class _Waiters:
+    """Long polls of this process, woken by publishes through this store."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_user: dict[str, set[_Waiter]] = {}
+
+    def add(self, key: str) -> _Waiter:
+        waiter = _Waiter()
+        with self._lock:
+            self._by_user.setdefault(key, set()).add(waiter)
+        return waiter
+
+    def discard(self, key: str, waiter: _Waiter) -> None:
+        with self._lock:
+            waiters = self._by_user.get(key)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._by_user[key]
+
+    def wake(self, user_id: str | None) -> None:
+        """A broadcast may concern anyone; a user message only that user."""
+        with self._lock:
+            if user_id is None:
+                waiters = [w for group in self._by_user.values() for w in group]
+            else:
+                waiters = list(self._by_user.get(str(user_id), ()))
+        for waiter in waiters:
+            waiter.wake()
+
+
+class RedisMessageStore(MessageStore):
+    """Message store in Redis: one history for every instance on `prefix`.
+
+    `clock` decides every "now" (stamps, expiry, sweeps); it is passed into
+    the scripts, which keep the cluster's clock from stepping back.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "sync:store:",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._url = url
+        self._prefix = prefix
+        self._clock = clock
+        self._client = redis.Redis.from_url(url, **self._client_options())
+        self._sources = {
+            name: _script_source(name)
+            for name in ("append", "read", "head", "purge", "stats")
+        }
+        self._scripts = {
+            name: self._client.register_script(source)
+            for name, source in self._sources.items()
+        }
+        # One asyncio client per thread, for the loop that thread runs now:
+        # a redis.asyncio connection belongs to the loop that opened it.
+        self._local = threading.local()
+        self._epoch_seen = ""
+        self._last_sweep = clock()
+        self._waiters = _Waiters()
+
+    @property
+    def epoch(self) -> str:
+        """The cluster's epoch id, as last seen in Redis ("" before any call)."""
+        return self._epoch_seen
+
+    @staticmethod
+    def _client_options() -> dict[str, Any]:
+        return {
+            "decode_responses": True,
+            "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+            "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT_SECONDS,
+            "health_check_interval": HEALTH_CHECK_INTERVAL_SECONDS,
+            "retry": NO_RETRY,
+        }
+
+    # Running scripts ---------------------------------------------------------
+
+    def _run(self, name: str, *args: Any) -> Any:
+        with _translate_redis_errors():
+            return self._scripts[name](args=[self._prefix, *args])
+
+    async def _arun(self, name: str, *args: Any) -> Any:
+        client = self._async_client()
+        values = [self._prefix, *args]
+        with _translate_redis_errors():
+            try:
+                return await client.evalsha(self._scripts[name].sha, 0, *values)
+            except redis.exceptions.NoScriptError:
+                return await client.eval(self._sources[name], 0, *values)
+
+    def _async_client(self) -> redis.asyncio.Redis:
+        loop = asyncio.get_running_loop()
+        if getattr(self._local, "loop", None) is not loop:
+            # Only one client per thread is kept: an older loop's is dropped.
+            self._local.loop = loop
+            self._local.client = redis.asyncio.Redis.from_url(
+                self._url, **self._client_options()
+            )
+        return self._local.client
+
+    def _now_ms(self, now: float) -> int:
+        return int(now * 1000)
+
+    def _new_epoch_id(self) -> str:
+        """Offered on every call; Redis keeps the first one (SET NX)."""
+        return secrets.token_hex(4)
+
+    # Appending ---------------------------------------------------------------
+
+    def add_message(self, message: dict[str, Any]) -> StoredMessage:
+        """Stamp and append in one script, then wake this process's long polls."""
+        now = self._clock()
+        self._sweep_if_due(now)
+        reply = self._run("append", *self._append_args(message, now))
+        return self._appended(message, reply)
+
+    async def aadd_message(self, message: dict[str, Any]) -> StoredMessage:
+        """Async twin of add_message."""
+        now = self._clock()
+        await self._asweep_if_due(now)
+        reply = await self._arun("append", *self._append_args(message, now))
+        return self._appended(message, reply)
+
+    def _append_args(self, message: dict[str, Any], now: float) -> list[Any]:
+        user_id = message.get("userId")
+        # The stamp is filled in on reading; a placeholder keeps the key order.
+        envelope = json.dumps({**message, "timestamp": 0}, separators=(",", ":"))
+        return [
+            self._new_epoch_id(),
+            self._now_ms(now),
+            int(sync_settings.MESSAGE_TTL * 1000),
+            sync_settings.QUEUE_MAX_MESSAGES,
+            message_queue.MAX_TRACKED_DROP_TOPICS,
+            "b" if user_id is None else "u",
+            "" if user_id is None else str(user_id),
+            json.dumps(list(message.get("topics") or [])),
+            envelope,
+        ]
+
+    def _appended(self, message: dict[str, Any], reply: list[Any]) -> StoredMessage:
+        epoch, seq, order, timestamp, broadcast_seq = reply
+        self._epoch_seen = _epoch(epoch).id
+        user_id = message.get("userId")
+        publish_cursor = None
+        if user_id is not None:
+            position = Position(self._epoch_seen, int(seq), int(broadcast_seq))
+            publish_cursor = position.encode()
+        self._waiters.wake(user_id)
+        return StoredMessage(
+            envelope={**message, "timestamp": int(timestamp)},
+            queue=USER if user_id is not None else BROADCAST,
+            seq=int(seq),
+            order=int(order),
+            expires_at=self._clock() + sync_settings.MESSAGE_TTL,
+            publish_cursor=publish_cursor,
+        )
+
+    # Reading -----------------------------------------------------------------
+
+    def read(
+        self,
+        user_id: str,
+        *,
+        since: int | None = None,
+        cursor: Position | None = None,
+        topics: Collection[str] = (),
+        limit: int = 100,
+    ) -> ReadResult:
+        """One page for a reader; see ReadResult for what each field means."""
+        request = PageRequest(since, cursor, frozenset(topics), limit)
+        now = self._clock()
+        self._sweep_if_due(now)
+        reply = self._run("read", *self._read_args(user_id, request, now))
+        return self._page(request, reply)
+
+    async def aread(self, user_id: str, **options: Any) -> ReadResult:
+        """Async twin of read."""
+        request = PageRequest(
+            options.get("since"),
+            options.get("cursor"),
+            frozenset(options.get("topics", ())),
+            options.get("limit", 100),
+        )
+        now = self._clock()
+        await self._asweep_if_due(now)
+        reply = await self._arun("read", *self._read_args(user_id, request, now))
+        return self._page(request, reply)
+
+    def _read_args(self, user_id: str, request: PageRequest, now: float) -> list[Any]:
+        cursor = request.cursor
+        if cursor is None:
+            start = ["since", str(int(request.since or 0)), 0, 0]
+        else:
+            start = ["cursor", cursor.epoch, cursor.user_seq, cursor.broadcast_seq]
+        return [
+            self._new_epoch_id(),
+            self._now_ms(now),
+            message_queue.MAX_TRACKED_DROP_TOPICS,
+            str(user_id),
+            *start,
+            request.limit,
+            json.dumps(sorted(request.topics)),
+        ]
+
+    def _page(self, request: PageRequest, reply: list[Any]) -> ReadResult:
+        epoch_value, clock, user_state, broadcast_state, marks = reply[:5]
+        user_from, broadcast_from, users, broadcasts = reply[5:]
+        epoch = _epoch(epoch_value)
+        self._epoch_seen = epoch.id
+        user_queue = _QueueSnapshot(
+            last_seq=int(user_state[0] or 0),
+            last_timestamp=int(user_state[1] or 0),
+            dropped=_mark(user_state[2], user_state[3]),
+            since_seq=int(user_from),
+            entries=[_entry(raw, USER) for raw in users],
+        )
+        broadcast_queue = self._broadcast_snapshot(
+            broadcast_state, marks, request, int(broadcast_from), broadcasts
+        )
+        return read_page(epoch, user_queue, broadcast_queue, request, int(clock))
+
+    @staticmethod
+    def _broadcast_snapshot(
+        state: list[Any],
+        marks: list[Any],
+        request: PageRequest,
+        since_seq: int,
+        entries: list[str],
+    ) -> _BroadcastSnapshot:
+        topics = sorted(request.topics)  # the order the script was given
+        by_topic = {
+            topic: _mark(*mark.split(" "))
+            for topic, mark in zip(topics, marks, strict=True)
+            if mark
+        }
+        return _BroadcastSnapshot(
+            last_seq=int(state[0] or 0),
+            last_timestamp=int(state[1] or 0),
+            dropped=_mark(state[2], state[3]),
+            since_seq=since_seq,
+            entries=[_entry(raw, BROADCAST) for raw in entries],
+            untargeted=_mark(state[4], state[5]),
+            untracked=_mark(state[6], state[7]),
+            by_topic=by_topic,
+        )
+
+    def head(self, user_id: str) -> Position:
+        """After everything stored for `user_id`."""
+        now_ms = self._now_ms(self._clock())
+        reply = self._run("head", self._new_epoch_id(), now_ms, str(user_id))
+        return self._position(reply)
+
+    async def ahead(self, user_id: str) -> Position:
+        """Async twin of head."""
+        now_ms = self._now_ms(self._clock())
+        reply = await self._arun("head", self._new_epoch_id(), now_ms, str(user_id))
+        return self._position(reply)
+
+    def _position(self, reply: list[Any]) -> Position:
+        epoch, user_seq, broadcast_seq = reply
+        self._epoch_seen = _epoch(epoch).id
+        return Position(self._epoch_seen, int(user_seq), int(broadcast_seq))
+
+    # Upkeep and figures ------------------------------------------------------
+
+    def purge_expired(self) -> int:
+        """Drop expired messages from every queue."""
+        now = self._clock()
+        self._last_sweep = now
+        return int(self._run("purge", *self._purge_args(now)))
+
+    async def apurge_expired(self) -> int:
+        """Async twin of purge_expired."""
+        now = self._clock()
+        self._last_sweep = now
+        return int(await self._arun("purge", *self._purge_args(now)))
+
+    def _purge_args(self, now: float) -> list[Any]:
+        return [self._now_ms(now), message_queue.MAX_TRACKED_DROP_TOPICS]
+
+    def _sweep_if_due(self, now: float) -> None:
+        # Each instance sweeps on its own schedule; a sweep covers all queues.
+        if now - self._last_sweep >= sync_settings.CLEANUP_INTERVAL:
+            self.purge_expired()
+
+    async def _asweep_if_due(self, now: float) -> None:
+        if now - self._last_sweep >= sync_settings.CLEANUP_INTERVAL:
+            await self.apurge_expired()
+
+    def stats(self) -> StoreStats:
+        """Counts over non-empty queues, for the whole cluster."""
+        self._sweep_if_due(self._clock())
+        return self._stats(self._run("stats"))
+
+    async def astats(self) -> StoreStats:
+        """Async twin of stats."""
+        await self._asweep_if_due(self._clock())
+        return self._stats(await self._arun("stats"))
+
+    @staticmethod
+    def _stats(reply: list[Any]) -> StoreStats:
+        sizes: dict[str, int] = {}
+        for name, size in zip(reply[::2], reply[1::2], strict=True):
+            key = BROADCAST if name == BROADCAST_QUEUE else name.removeprefix("u:")
+            sizes[key] = int(size)
+        return StoreStats(len(sizes), sum(sizes.values()), sizes)
+
+    # Waiting -----------------------------------------------------------------
+
+    async def wait_for_messages(
+        self, user_id: str, position: Position, timeout: float
+    ) -> bool:
+        """Park until either queue moves past `position`, or `timeout` passes.
+
+        Publishes through this store object wake the wait at once; others
+        (another instance) are seen at the next re-check of the head.
+        """
+        key = str(user_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            waiter = self._waiters.add(key)  # before the check: no lost wake-up
+            try:
+                if self._moved_past(await self.ahead(key), position):
+                    return True
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                pause = min(remaining, WAIT_RECHECK_SECONDS)
+                await asyncio.wait({waiter.future}, timeout=pause)
+            finally:
+                waiter.future.cancel()
+                self._waiters.discard(key, waiter)
+
+    @staticmethod
+    def _moved_past(head: Position, position: Position) -> bool:
+        return (
+            head.epoch != position.epoch
+            or head.user_seq > position.user_seq
+            or head.broadcast_seq > position.broadcast_seq
+        )

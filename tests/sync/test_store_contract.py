@@ -1,0 +1,554 @@
+"""The store contract, run against every backend: memory and Redis.
+
+Each test gets a fresh store on the fake clock. The Redis one lives under a
+key prefix of its own (deleted afterwards) in the test Redis; without Redis
+those cases skip, unless SYNC_REQUIRE_REDIS=1 makes them fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import uuid
+
+import pytest
+import redis
+
+from sync.exceptions import StoreUnavailable
+from sync.services import reset_services
+from sync.services.cursors import Position, decode_cursor
+from sync.services.message_queue import MemoryMessageStore
+from sync.services.realtime import build_message
+from sync.services.redis_store import RedisMessageStore
+
+
+@pytest.fixture
+def redis_prefix(redis_url):
+    """A key prefix owned by this test; its keys are deleted afterwards."""
+    prefix = f"test:store:{uuid.uuid4().hex}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(f"{prefix}*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture
+def redis_store(redis_url, redis_prefix, clock) -> RedisMessageStore:
+    return RedisMessageStore(redis_url, prefix=redis_prefix, clock=clock)
+
+
+@pytest.fixture
+def twin_store(redis_url, redis_prefix, clock) -> RedisMessageStore:
+    """A second instance on the same Redis and prefix as `redis_store`."""
+    return RedisMessageStore(redis_url, prefix=redis_prefix, clock=clock)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def any_store(request, clock):
+    """Each backend in turn, as the service's store, on the fake clock."""
+    if request.param == "memory":
+        store = MemoryMessageStore(clock=clock)
+    else:
+        store = request.getfixturevalue("redis_store")
+    reset_services(store)
+    return store
+
+
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def user_message(user_id: str, number: int) -> dict:
+    return build_message("item.added", {"n": number}, user_id=user_id)
+
+
+def broadcast_message(number: int, topics=()) -> dict:
+    return build_message("announcement", {"n": number}, topics=topics)
+
+
+def numbers(messages: list[dict]) -> list[int]:
+    return [message["payload"]["n"] for message in messages]
+
+
+def test_user_and_broadcast_messages_merge_in_publication_order(any_store):
+    any_store.add_message(user_message("1", 1))
+    any_store.add_message(broadcast_message(2))
+    any_store.add_message(user_message("1", 3))
+
+    result = any_store.read("1", since=0)
+
+    assert numbers(result.messages) == [1, 2, 3]
+    assert [m["userId"] for m in result.messages] == ["1", None, "1"]
+    assert not result.has_more
+    assert not result.gap
+
+
+def test_a_user_never_reads_another_users_messages(any_store):
+    any_store.add_message(user_message("1", 1))
+    any_store.add_message(user_message("2", 2))
+
+    assert numbers(any_store.read("1", since=0).messages) == [1]
+    assert numbers(any_store.read("2", since=0).messages) == [2]
+    assert any_store.read("3", since=0).messages == []
+
+
+def test_topic_broadcasts_reach_only_readers_of_one_of_their_topics(any_store):
+    any_store.add_message(broadcast_message(1, topics=["ops", "sales"]))
+    any_store.add_message(broadcast_message(2))
+
+    assert numbers(any_store.read("1", since=0).messages) == [2]
+    assert numbers(any_store.read("1", since=0, topics=["sales"]).messages) == [1, 2]
+    assert numbers(any_store.read("1", since=0, topics=["hr"]).messages) == [2]
+
+
+def test_each_message_cursor_resumes_exactly_after_it(any_store):
+    for number in range(1, 6):
+        any_store.add_message(user_message("1", number))
+        any_store.add_message(broadcast_message(100 + number))
+    everything = any_store.read("1", since=0).messages
+
+    for index, message in enumerate(everything):
+        rest = any_store.read("1", cursor=decode_cursor(message["cursor"])).messages
+        assert [m["id"] for m in rest] == [m["id"] for m in everything[index + 1 :]]
+
+
+def test_timestamps_strictly_increase_within_a_queue_in_one_millisecond(any_store):
+    for number in range(5):
+        any_store.add_message(user_message("1", number))
+
+    stamps = [m["timestamp"] for m in any_store.read("1", since=0).messages]
+
+    assert stamps == sorted(set(stamps))
+
+
+def test_paging_by_limit_then_timestamp_sees_everything_once(any_store):
+    for number in range(7):
+        any_store.add_message(user_message("1", number))
+        any_store.add_message(broadcast_message(100 + number))
+    seen, since = [], 0
+    while True:
+        page = any_store.read("1", since=since, limit=3)
+        assert len(page.messages) <= 3
+        seen += numbers(page.messages)
+        since = page.timestamp
+        if not page.has_more:
+            break
+
+    assert sorted(seen) == sorted(list(range(7)) + list(range(100, 107)))
+    assert len(seen) == len(set(seen)) == 14
+
+
+def test_paging_by_cursor_sees_everything_once_in_order(any_store):
+    for number in range(10):
+        any_store.add_message(user_message("1", number))
+    seen, cursor, has_more = [], None, True
+    while has_more:
+        page = any_store.read("1", cursor=cursor, since=0, limit=4)
+        seen += numbers(page.messages)
+        cursor, has_more = page.position, page.has_more
+
+    assert seen == list(range(10))
+
+
+def test_watermark_is_never_reached_by_a_later_message(any_store):
+    any_store.add_message(user_message("1", 1))
+    first = any_store.read("1", since=0)
+
+    any_store.add_message(broadcast_message(2))  # same fake millisecond
+    any_store.add_message(user_message("1", 3))
+
+    assert numbers(any_store.read("1", since=first.timestamp).messages) == [2, 3]
+
+
+def test_messages_expire_after_the_ttl(any_store, clock, sync_config):
+    sync_config(MESSAGE_TTL=10)
+    any_store.add_message(user_message("1", 1))
+    clock.advance(5)
+    any_store.add_message(user_message("1", 2))
+
+    clock.advance(6)  # the first is 11 s old, the second 6 s
+    result = any_store.read("1", since=0)
+
+    assert numbers(result.messages) == [2]
+    assert result.gap  # something after since=0 was dropped
+
+
+def test_cleanup_sweeps_idle_queues_every_interval(any_store, clock, sync_config):
+    sync_config(MESSAGE_TTL=10, CLEANUP_INTERVAL=30)
+    any_store.add_message(user_message("1", 1))
+    any_store.add_message(user_message("2", 2))
+    clock.advance(11)
+    assert any_store.stats().total_messages == 2  # expired, not swept yet
+
+    clock.advance(20)  # 31 s since the store started: sweep is due
+
+    assert any_store.stats().total_messages == 0
+    assert any_store.stats().total_queues == 0
+
+
+def test_overflow_drops_the_oldest_and_reports_a_gap(any_store, sync_config):
+    sync_config(QUEUE_MAX_MESSAGES=3)
+    before = any_store.head("1")
+    for number in range(5):
+        any_store.add_message(user_message("1", number))
+
+    by_since = any_store.read("1", since=0)
+    by_cursor = any_store.read("1", cursor=before)
+
+    assert numbers(by_since.messages) == [2, 3, 4]
+    assert by_since.gap
+    assert numbers(by_cursor.messages) == [2, 3, 4]
+    assert by_cursor.gap
+
+
+def test_no_gap_when_resuming_after_the_dropped_messages(any_store, sync_config):
+    sync_config(QUEUE_MAX_MESSAGES=3)
+    for number in range(5):
+        any_store.add_message(user_message("1", number))
+    latest = any_store.read("1", since=0).messages[-2]
+
+    result = any_store.read("1", cursor=decode_cursor(latest["cursor"]))
+
+    assert numbers(result.messages) == [4]
+    assert not result.gap
+
+
+def test_cursor_from_another_epoch_replays_everything_with_a_gap(any_store):
+    any_store.add_message(user_message("1", 1))
+    any_store.add_message(broadcast_message(2))
+
+    result = any_store.read("1", cursor=Position("0ther", 1, 0))
+
+    assert numbers(result.messages) == [1, 2]
+    assert result.gap
+
+
+def test_cursor_beyond_the_head_is_not_trusted(any_store):
+    any_store.add_message(user_message("1", 1))
+
+    result = any_store.read("1", cursor=Position(any_store.epoch, 9, 0))
+
+    assert numbers(result.messages) == [1]
+    assert result.gap
+
+
+def test_stats_count_non_empty_queues_and_messages(any_store):
+    any_store.add_message(user_message("1", 1))
+    any_store.add_message(user_message("1", 2))
+    any_store.add_message(user_message("2", 3))
+    any_store.add_message(broadcast_message(4))
+
+    stats = any_store.stats()
+
+    assert (stats.total_queues, stats.total_messages) == (3, 4)
+    assert stats.queue_sizes == {"1": 2, "2": 1, "broadcast": 1}
+
+
+def test_get_messages_since_returns_the_users_messages(any_store):
+    any_store.add_message(user_message("1", 1))
+    first = any_store.read("1", since=0).timestamp
+    any_store.add_message(user_message("1", 2))
+
+    assert numbers(any_store.get_messages_since("1", first)) == [2]
+
+
+async def test_waiting_reader_wakes_when_a_message_arrives(any_store):
+    position = any_store.head("1")
+    waiting = asyncio.create_task(any_store.wait_for_messages("1", position, 5))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+
+    # Published from another thread, as a sync Django view would.
+    thread = threading.Thread(
+        target=any_store.add_message, args=(user_message("1", 1),)
+    )
+    thread.start()
+    thread.join()
+
+    assert await asyncio.wait_for(waiting, 1) is True
+
+
+async def test_waiting_reader_ignores_other_users(any_store):
+    position = any_store.head("1")
+    any_store.add_message(user_message("2", 1))
+
+    assert await any_store.wait_for_messages("1", position, 0.05) is False
+
+
+async def test_wait_returns_at_once_if_a_message_came_before_it(any_store):
+    position = any_store.head("1")
+    any_store.add_message(broadcast_message(1))
+
+    assert await asyncio.wait_for(any_store.wait_for_messages("1", position, 5), 1)
+
+
+def test_concurrent_publishers_and_a_reader_see_each_message_once(any_store):
+    publishers, per_thread = 4, 250
+    done = threading.Event()
+
+    def publish(thread_number: int) -> None:
+        for number in range(per_thread):
+            message = user_message("1", thread_number * 1000 + number)
+            if number % 3 == 0:
+                message = broadcast_message(thread_number * 1000 + number)
+            any_store.add_message(message)
+
+    threads = [threading.Thread(target=publish, args=(n,)) for n in range(publishers)]
+    seen_by_since: list[int] = []
+    seen_by_cursor: list[int] = []
+    since, cursor = 0, None
+    for thread in threads:
+        thread.start()
+    while not done.is_set():
+        finished = not any(thread.is_alive() for thread in threads)
+        page = any_store.read("1", since=since, limit=50)
+        seen_by_since += numbers(page.messages)
+        since = page.timestamp
+        page = any_store.read("1", cursor=cursor, since=0, limit=50)
+        seen_by_cursor += numbers(page.messages)
+        cursor = page.position
+        if finished and not page.has_more:
+            done.set()
+    while (page := any_store.read("1", since=since, limit=50)).messages:
+        seen_by_since += numbers(page.messages)
+        since = page.timestamp
+
+    expected = sorted(
+        n * 1000 + i for n in range(publishers) for i in range(per_thread)
+    )
+    for seen in (seen_by_since, seen_by_cursor):
+        assert sorted(seen) == expected  # all of them, none twice
+        for n in range(publishers):  # each publisher's messages in its order
+            own = [value for value in seen if value // 1000 == n]
+            assert own == sorted(own)
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_a_page_never_splits_messages_sharing_a_timestamp(any_store, limit):
+    # A user message and a broadcast may share a millisecond; `since` paging
+    # must still see both exactly once.
+    any_store.add_message(user_message("1", 1))
+    any_store.add_message(broadcast_message(2))
+    any_store.add_message(user_message("1", 3))
+    seen, since, has_more = [], 0, True
+    while has_more:
+        page = any_store.read("1", since=since, limit=limit)
+        seen += numbers(page.messages)
+        since, has_more = page.timestamp, page.has_more
+
+    assert seen == [1, 2, 3]
+
+
+def test_a_readers_huge_since_changes_no_later_timestamp(any_store, clock):
+    any_store.read("1", since=999_999_999_999_999_999)
+    any_store.read("1", since=int(clock() * 1000) + 59_000)
+
+    entry = any_store.add_message(user_message("2", 1))
+
+    assert entry.timestamp == int(clock() * 1000)
+    assert numbers(any_store.read("2", since=entry.timestamp - 1).messages) == [1]
+
+
+def test_a_readers_messages_never_share_a_timestamp_on_a_still_clock(any_store):
+    any_store.add_message(user_message("1", 1))
+    any_store.add_message(broadcast_message(2))
+    any_store.add_message(user_message("2", 3))
+    any_store.add_message(user_message("1", 4))
+    any_store.add_message(broadcast_message(5))
+
+    stamps = [m["timestamp"] for m in any_store.read("1", since=0).messages]
+
+    assert stamps == sorted(set(stamps))
+
+
+def test_a_dropped_topic_broadcast_is_no_gap_for_other_readers(
+    any_store, clock, sync_config
+):
+    sync_config(MESSAGE_TTL=10)
+    before = any_store.head("1")
+    since = any_store.read("1").timestamp
+    any_store.add_message(broadcast_message(1, topics=["sales"]))
+    clock.advance(11)  # the sales broadcast expires
+    any_store.add_message(broadcast_message(2))
+
+    for options in ({"cursor": before}, {"since": since}):
+        for topics in ((), ("ops",)):
+            result = any_store.read("1", topics=topics, **options)
+            assert numbers(result.messages) == [2]
+            assert not result.gap
+        assert any_store.read("1", topics=["sales"], **options).gap
+
+
+def test_dropped_broadcasts_of_untracked_topics_count_for_every_topic_reader(
+    any_store, clock, sync_config, monkeypatch
+):
+    # Past the bound on remembered topics the rule turns conservative.
+    monkeypatch.setattr("sync.services.message_queue.MAX_TRACKED_DROP_TOPICS", 2)
+    sync_config(MESSAGE_TTL=10)
+    before = any_store.head("1")
+    for topic in ("a", "b", "c"):
+        any_store.add_message(broadcast_message(0, topics=[topic]))
+    clock.advance(11)
+
+    assert any_store.read("1", cursor=before, topics=["a"]).gap  # folded: conservative
+    assert any_store.read("1", cursor=before, topics=["c"]).gap  # still tracked
+    assert not any_store.read("1", cursor=before).gap  # follows no topic at all
+
+
+def test_since_before_the_store_started_is_a_gap(any_store, clock):
+    started_ms = int(clock() * 1000)
+    clock.advance(1)
+    any_store.add_message(user_message("1", 1))
+
+    from_before = any_store.read("1", since=started_ms - 60_000)
+    watermark = any_store.read("1", since=0)
+
+    assert numbers(from_before.messages) == [1]
+    assert from_before.gap  # what came before this store is gone
+    assert not watermark.gap
+    assert not any_store.read("1", since=watermark.timestamp).gap
+
+
+def test_paging_by_cursor_under_publishing_from_two_instances(redis_store, twin_store):
+    instances, per_thread = (redis_store, twin_store), 150
+
+    def publish(thread_number: int) -> None:
+        instance = instances[thread_number % 2]
+        for number in range(per_thread):
+            value = thread_number * 1000 + number
+            message = user_message("1", value)
+            if number % 4 == 0:
+                message = broadcast_message(value)
+            instance.add_message(message)
+
+    threads = [threading.Thread(target=publish, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    seen_by_cursor, seen_by_since, cursor, since = [], [], None, 0
+    while True:
+        finished = not any(thread.is_alive() for thread in threads)
+        page = instances[len(seen_by_cursor) % 2].read("1", cursor=cursor, limit=40)
+        seen_by_cursor += numbers(page.messages)
+        cursor = page.position
+        by_since = instances[len(seen_by_since) % 2].read("1", since=since, limit=40)
+        seen_by_since += numbers(by_since.messages)
+        since = by_since.timestamp
+        if finished and not page.has_more and not by_since.has_more:
+            break
+
+    expected = sorted(n * 1000 + i for n in range(4) for i in range(per_thread))
+    for seen in (seen_by_cursor, seen_by_since):
+        assert sorted(seen) == expected  # all of them, none twice
+        for n in range(4):
+            own = [value for value in seen if value // 1000 == n]
+            assert own == sorted(own)  # each publisher's order kept
+
+
+def test_two_instances_share_one_history_and_its_cursors(redis_store, twin_store):
+    redis_store.add_message(user_message("1", 1))
+    twin_store.add_message(broadcast_message(2))
+    redis_store.add_message(user_message("1", 3))
+
+    on_first = redis_store.read("1", since=0).messages
+    on_second = twin_store.read("1", since=0).messages
+    resumed = twin_store.read("1", cursor=decode_cursor(on_first[0]["cursor"]))
+
+    assert on_first == on_second
+    assert numbers(on_first) == [1, 2, 3]
+    assert numbers(resumed.messages) == [2, 3]
+    assert not resumed.gap
+    assert redis_store.epoch == twin_store.epoch
+    assert redis_store.head("1") == twin_store.head("1")
+    assert twin_store.stats().total_messages == 3
+
+
+def test_one_epoch_per_prefix_whichever_instance_made_it(
+    redis_url, redis_store, twin_store, clock
+):
+    first = redis_store.head("1").epoch
+    other_prefix = f"test:store:{uuid.uuid4().hex}:"
+    elsewhere = RedisMessageStore(redis_url, prefix=other_prefix, clock=clock)
+    try:
+        assert twin_store.head("1").epoch == first
+        assert elsewhere.head("1").epoch != first
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        client.delete(*client.keys(f"{other_prefix}*"))
+
+
+def test_a_cursor_of_a_wiped_redis_is_a_gap(redis_url, redis_store, redis_prefix):
+    redis_store.add_message(user_message("1", 1))
+    cursor = redis_store.read("1", since=0).position
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(f"{redis_prefix}*"):
+        client.delete(key)  # what a restart without persistence does
+    redis_store.add_message(user_message("1", 2))
+
+    result = redis_store.read("1", cursor=cursor)
+
+    assert numbers(result.messages) == [2]
+    assert result.gap
+    assert result.position.epoch != cursor.epoch
+
+
+async def test_async_twins_see_what_sync_calls_stored(any_store):
+    await any_store.aadd_message(user_message("1", 1))
+    any_store.add_message(broadcast_message(2))
+
+    result = await any_store.aread("1", since=0)
+
+    assert numbers(result.messages) == [1, 2]
+    assert await any_store.ahead("1") == result.position
+    assert (await any_store.astats()).total_messages == 2
+
+
+async def test_a_wait_sees_a_message_published_on_another_instance(
+    redis_store, twin_store
+):
+    position = await redis_store.ahead("1")
+    waiting = asyncio.create_task(redis_store.wait_for_messages("1", position, 5))
+    await asyncio.sleep(0.05)
+
+    await twin_store.aadd_message(user_message("1", 1))
+
+    assert await asyncio.wait_for(waiting, 3) is True
+
+
+def test_an_unreachable_redis_raises_store_unavailable(clock):
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    store = RedisMessageStore(url, prefix="unreachable:", clock=clock)
+
+    with pytest.raises(StoreUnavailable) as raised:
+        store.add_message(user_message("1", 1))
+    for call in (lambda: store.read("1", since=0), store.stats):
+        with pytest.raises(StoreUnavailable):
+            call()
+    assert raised.value.status_code == 503
+    assert raised.value.code == "store_unavailable"
+
+
+async def test_an_unreachable_redis_raises_store_unavailable_async(clock):
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    store = RedisMessageStore(url, prefix="unreachable:", clock=clock)
+
+    with pytest.raises(StoreUnavailable):
+        await store.aadd_message(user_message("1", 1))
+    with pytest.raises(StoreUnavailable):
+        await store.aread("1", since=0)
+
+
+def test_the_api_answers_503_when_the_store_is_unreachable(api_client, clock):
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    reset_services(RedisMessageStore(url, prefix="unreachable:", clock=clock))
+
+    response = api_client.get("/api/sync/poll", {"since": 0})
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["success"] is False
+    assert body["error"]["code"] == "store_unavailable"
