@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from django.conf import settings
+
 from sync.conf import sync_settings
 from sync.services import lifecycle
 from sync.services.connections import MemoryConnectionRegistry
@@ -58,14 +60,14 @@ def reset_services(store: MessageStore | None = None) -> RealtimeSync:
 
 
 def create_store() -> MessageStore:
-    """The store backend the settings ask for."""
-    if sync_settings.REDIS_URL:
-        # Said once per process, so nobody mistakes this for a shared store.
-        logger.warning(
-            "REDIS_URL is set: the cache and channel layer use Redis, but the "
-            "message store is still in memory, one per process"
-        )
-    return MemoryMessageStore()
+    """Redis when ``REDIS_URL`` is set (one store for all instances), else memory."""
+    if not sync_settings.REDIS_URL:
+        return MemoryMessageStore()
+    # Imported here so the embedded default never loads the Redis client.
+    from sync.services.redis_store import RedisMessageStore
+
+    prefix = getattr(settings, "SYNC_STORE_KEY_PREFIX", "sync:store:")
+    return RedisMessageStore(sync_settings.REDIS_URL, prefix=prefix)
 
 
 def _close_sockets_for_shutdown() -> None:

@@ -8,6 +8,7 @@ those cases skip, unless SYNC_REQUIRE_REDIS=1 makes them fail.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import uuid
@@ -16,7 +17,7 @@ import pytest
 import redis
 
 from sync.exceptions import StoreUnavailable
-from sync.services import reset_services
+from sync.services import create_store, reset_services
 from sync.services.cursors import Position, decode_cursor
 from sync.services.message_queue import MemoryMessageStore
 from sync.services.realtime import build_message
@@ -552,3 +553,51 @@ def test_the_api_answers_503_when_the_store_is_unreachable(api_client, clock):
     body = response.json()
     assert body["success"] is False
     assert body["error"]["code"] == "store_unavailable"
+
+
+def test_redis_url_selects_the_redis_store(sync_config, settings, redis_prefix):
+    sync_config(REDIS_URL="redis://127.0.0.1:6379/15")
+    settings.SYNC_STORE_KEY_PREFIX = redis_prefix
+
+    store = create_store()
+
+    assert isinstance(store, RedisMessageStore)
+    assert store._prefix == redis_prefix
+
+
+def test_without_redis_url_the_store_is_in_memory(sync_config):
+    sync_config(REDIS_URL=None)
+
+    assert isinstance(create_store(), MemoryMessageStore)
+
+
+def test_send_then_poll_through_the_api_on_the_redis_store(api_client, redis_store):
+    reset_services(redis_store)
+
+    sent = api_client.post(
+        "/api/sync/send", {"type": "item.added", "payload": {"n": 1}}, format="json"
+    )
+    body = api_client.get("/api/sync/poll", {"since": 0}).json()
+
+    assert sent.status_code in (200, 201)
+    assert numbers(body["messages"]) == [1]
+    assert body["messages"][0]["id"] == sent.json()["messageId"]
+    assert body["cursor"].startswith(redis_store.epoch + "-")
+
+
+async def test_a_socket_resumes_and_receives_live_on_the_redis_store(
+    ws_connect, user, redis_store, twin_store
+):
+    service = reset_services(redis_store)
+    await twin_store.aadd_message(user_message(str(user.pk), 1))  # another instance
+    start = Position((await redis_store.ahead(str(user.pk))).epoch, 0, 0)
+
+    ws, first = await ws_connect(user, query=f"cursor={start.encode()}")
+    replayed = json.loads((await ws.receive_output(2))["text"])
+    await service.apublish("item.added", {"n": 2}, user.pk)
+    live = json.loads((await ws.receive_output(2))["text"])
+
+    assert first["payload"]["recovered"] is True
+    assert replayed["payload"] == {"n": 1}
+    assert live["payload"] == {"n": 2}
+    assert live["cursor"] == (await redis_store.ahead(str(user.pk))).encode()
