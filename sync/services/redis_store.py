@@ -7,6 +7,12 @@ and append, drops, the clock) happens inside a Lua script from
 consistent view of both of a reader's queues in one script and hand it to
 the shared paging rules of ``sync.services.paging``.
 
+Redis must keep every key it is given (``maxmemory-policy noeviction``, the
+default): an evicted key would tear a queue apart. Memory stays bounded by
+``QUEUE_MAX_MESSAGES`` and ``MESSAGE_TTL`` per queue, plus one small hash
+per user ever written to (it keeps sequences from restarting, as the memory
+store does); ``STORE_MAX_BYTES`` applies to the memory store only.
+
 Long polls wake on messages published through this store object, and
 otherwise re-check Redis every ``WAIT_RECHECK_SECONDS``: cross-instance
 wake-ups (one pub/sub subscription per process) are the next step.
@@ -62,6 +68,12 @@ NO_RETRY = Retry(NoBackoff(), 0)
 # messages published through other instances (local ones wake it at once).
 WAIT_RECHECK_SECONDS = 1.0
 BROADCAST_QUEUE = "b"  # the broadcast queue's name in Redis keys
+# Queues one purge script visits before handing Redis back to other clients;
+# a sweep runs batches until one comes back short.
+PURGE_BATCH_QUEUES = 500
+# Past this many non-empty queues, stats() gives totals only: listing each
+# queue's size costs one command per queue inside Redis.
+STATS_LISTED_QUEUES = 1000
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 
 
@@ -270,14 +282,14 @@ class RedisMessageStore(MessageStore):
         now = self._clock()
         self._sweep_if_due(now)
         reply = self._run("append", *self._append_args(message, now))
-        return self._appended(message, reply)
+        return self._appended(message, reply, now)
 
     async def aadd_message(self, message: dict[str, Any]) -> StoredMessage:
         """Async twin of add_message."""
         now = self._clock()
         await self._asweep_if_due(now)
         reply = await self._arun("append", *self._append_args(message, now))
-        return self._appended(message, reply)
+        return self._appended(message, reply, now)
 
     def _append_args(self, message: dict[str, Any], now: float) -> list[Any]:
         user_id = message.get("userId")
@@ -295,7 +307,9 @@ class RedisMessageStore(MessageStore):
             envelope,
         ]
 
-    def _appended(self, message: dict[str, Any], reply: list[Any]) -> StoredMessage:
+    def _appended(
+        self, message: dict[str, Any], reply: list[Any], now: float
+    ) -> StoredMessage:
         epoch, seq, order, timestamp, broadcast_seq = reply
         self._epoch_seen = _epoch(epoch).id
         user_id = message.get("userId")
@@ -309,7 +323,7 @@ class RedisMessageStore(MessageStore):
             queue=USER if user_id is not None else BROADCAST,
             seq=int(seq),
             order=int(order),
-            expires_at=self._clock() + sync_settings.MESSAGE_TTL,
+            expires_at=now + sync_settings.MESSAGE_TTL,
             publish_cursor=publish_cursor,
         )
 
@@ -422,19 +436,31 @@ class RedisMessageStore(MessageStore):
     # Upkeep and figures ------------------------------------------------------
 
     def purge_expired(self) -> int:
-        """Drop expired messages from every queue."""
+        """Drop expired messages from every queue, a batch of queues at a time."""
         now = self._clock()
         self._last_sweep = now
-        return int(self._run("purge", *self._purge_args(now)))
+        visited, total = PURGE_BATCH_QUEUES, 0
+        while visited == PURGE_BATCH_QUEUES:
+            dropped, visited = self._run("purge", *self._purge_args(now))
+            total += int(dropped)
+        return total
 
     async def apurge_expired(self) -> int:
         """Async twin of purge_expired."""
         now = self._clock()
         self._last_sweep = now
-        return int(await self._arun("purge", *self._purge_args(now)))
+        visited, total = PURGE_BATCH_QUEUES, 0
+        while visited == PURGE_BATCH_QUEUES:
+            dropped, visited = await self._arun("purge", *self._purge_args(now))
+            total += int(dropped)
+        return total
 
     def _purge_args(self, now: float) -> list[Any]:
-        return [self._now_ms(now), message_queue.MAX_TRACKED_DROP_TOPICS]
+        return [
+            self._now_ms(now),
+            message_queue.MAX_TRACKED_DROP_TOPICS,
+            PURGE_BATCH_QUEUES,
+        ]
 
     def _sweep_if_due(self, now: float) -> None:
         # Each instance sweeps on its own schedule; a sweep covers all queues.
@@ -448,20 +474,21 @@ class RedisMessageStore(MessageStore):
     def stats(self) -> StoreStats:
         """Counts over non-empty queues, for the whole cluster."""
         self._sweep_if_due(self._clock())
-        return self._stats(self._run("stats"))
+        return self._stats(self._run("stats", STATS_LISTED_QUEUES))
 
     async def astats(self) -> StoreStats:
         """Async twin of stats."""
         await self._asweep_if_due(self._clock())
-        return self._stats(await self._arun("stats"))
+        return self._stats(await self._arun("stats", STATS_LISTED_QUEUES))
 
     @staticmethod
     def _stats(reply: list[Any]) -> StoreStats:
+        queues, messages, listed = reply
         sizes: dict[str, int] = {}
-        for name, size in zip(reply[::2], reply[1::2], strict=True):
+        for name, size in zip(listed[::2], listed[1::2], strict=True):
             key = BROADCAST if name == BROADCAST_QUEUE else name.removeprefix("u:")
             sizes[key] = int(size)
-        return StoreStats(len(sizes), sum(sizes.values()), sizes)
+        return StoreStats(int(queues), int(messages), sizes)
 
     # Waiting -----------------------------------------------------------------
 

@@ -601,3 +601,20 @@ async def test_a_socket_resumes_and_receives_live_on_the_redis_store(
     assert replayed["payload"] == {"n": 1}
     assert live["payload"] == {"n": 2}
     assert live["cursor"] == (await redis_store.ahead(str(user.pk))).encode()
+
+
+def test_a_sweep_covers_every_queue_in_batches(
+    redis_store, clock, sync_config, monkeypatch
+):
+    monkeypatch.setattr("sync.services.redis_store.PURGE_BATCH_QUEUES", 2)
+    monkeypatch.setattr("sync.services.redis_store.STATS_LISTED_QUEUES", 3)
+    sync_config(MESSAGE_TTL=10)
+    for user in range(5):
+        redis_store.add_message(user_message(str(user), user))
+    many = redis_store.stats()
+    clock.advance(11)
+
+    assert redis_store.purge_expired() == 5
+    assert (many.total_queues, many.total_messages) == (5, 5)
+    assert many.queue_sizes == {}  # past the listing bound: totals only
+    assert redis_store.stats().total_messages == 0

@@ -43,7 +43,9 @@ local entry = fmt(seq) .. ' ' .. fmt(order) .. ' ' .. fmt(ts) .. ' ' .. fmt(expi
   .. '\n' .. ARGV[9] .. '\n' .. ARGV[10]
 redis.call('ZADD', P .. 'm:' .. queue, seq, entry)
 redis.call('ZADD', P .. 't:' .. queue, fmt(ts), seq)
-redis.call('SADD', P .. 'active', queue)
+redis.call('HINCRBY', meta, 'messages', 1)
+-- NX: a queue already holding messages keeps its oldest one's expiry.
+redis.call('ZADD', P .. 'expiry', 'NX', fmt(expires), queue)
 
 local max_messages, max_tracked = num(ARGV[5]), num(ARGV[6])
 while redis.call('ZCARD', P .. 'm:' .. queue) > max_messages do

@@ -3,12 +3,14 @@
 -- Keys are built here from the prefix in ARGV[1], so the store needs one
 -- Redis (or every key in one hash slot): Redis Cluster is not supported.
 --   <p>epoch           "<id> <started ms>", created once with SET NX
---   <p>meta            hash: clock (ms, never steps back), order, last_ts
+--   <p>meta            hash: clock (ms, never steps back), order, last_ts,
+--                      messages (stored now, all queues)
 --   <p>q:<queue>       hash: last_seq, last_ts, drop_seq, drop_ts
 --                      (q:b, the broadcast queue, also un_* and x_* marks)
 --   <p>m:<queue>       zset seq -> entry "<seq> <order> <ts> <expires>\n<topics>\n<envelope>"
 --   <p>t:<queue>       zset timestamp -> seq, to find where a `since` starts
---   <p>active          set of queues holding messages (purge, stats)
+--   <p>expiry          zset queue -> expiry (ms) of its oldest message: the
+--                      queues holding messages, soonest to expire first
 --   <p>bt:marks/order  newest dropped broadcast per topic, and their order
 -- A user queue is "u:<user id>"; the broadcast queue is "b".
 
@@ -87,8 +89,13 @@ local function drop_oldest(queue, max_tracked)
   if queue == 'b' then
     record_broadcast_drop(seq, ts, topics, max_tracked)
   end
-  if redis.call('ZCARD', messages) == 0 then
-    redis.call('SREM', P .. 'active', queue)
+  redis.call('HINCRBY', P .. 'meta', 'messages', -1)
+  local head = redis.call('ZRANGE', messages, 0, 0)
+  if #head == 0 then
+    redis.call('ZREM', P .. 'expiry', queue)
+  else
+    local _, _, expires = parse(head[1])
+    redis.call('ZADD', P .. 'expiry', fmt(expires), queue)
   end
   return 1
 end

@@ -1,8 +1,14 @@
--- Sizes of the queues holding messages: {queue, size, queue, size, ...}.
--- ARGV: prefix
+-- The store's figures, from counters kept by every change.
+-- ARGV: prefix, most queues to list one by one
+-- Returns: {queues holding messages, messages, {queue, size, ...}}; the
+-- per-queue sizes cost one ZCARD each, so they are listed for small stores only.
+local queues = redis.call('ZCARD', P .. 'expiry')
+local messages = num(redis.call('HGET', P .. 'meta', 'messages'))
 local sizes = {}
-for _, queue in ipairs(redis.call('SMEMBERS', P .. 'active')) do
-  sizes[#sizes + 1] = queue
-  sizes[#sizes + 1] = redis.call('ZCARD', P .. 'm:' .. queue)
+if queues <= num(ARGV[2]) then
+  for _, queue in ipairs(redis.call('ZRANGE', P .. 'expiry', 0, -1)) do
+    sizes[#sizes + 1] = queue
+    sizes[#sizes + 1] = redis.call('ZCARD', P .. 'm:' .. queue)
+  end
 end
-return sizes
+return {queues, messages, sizes}
