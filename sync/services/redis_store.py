@@ -13,9 +13,12 @@ default): an evicted key would tear a queue apart. Memory stays bounded by
 per user ever written to (it keeps sequences from restarting, as the memory
 store does); ``STORE_MAX_BYTES`` applies to the memory store only.
 
-Long polls wake on messages published through this store object, and
-otherwise re-check Redis every ``WAIT_RECHECK_SECONDS``: cross-instance
-wake-ups (one pub/sub subscription per process) are the next step.
+Long polls wake without polling: every append publishes its queue's name
+on one pub/sub channel, and each store object holds one subscription (a
+thread, started by the first long poll) that wakes the matching local
+waiters, whichever instance appended. A (re)subscription wakes every waiter
+once, to re-check what was published while it was not listening. Live
+WebSocket delivery across instances is not wired to it yet.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 import threading
 import time
@@ -64,9 +68,11 @@ HEALTH_CHECK_INTERVAL_SECONDS = 15
 # No automatic retries: an append whose reply was lost may have happened,
 # and retrying it would store the message twice.
 NO_RETRY = Retry(NoBackoff(), 0)
-# How often a waiting long poll re-reads its head in Redis, to notice
-# messages published through other instances (local ones wake it at once).
-WAIT_RECHECK_SECONDS = 1.0
+# How long the wake-up listener blocks reading its subscription before it
+# checks whether it was asked to stop.
+LISTEN_POLL_SECONDS = 1.0
+# Pause before subscribing again after Redis dropped the subscription.
+RESUBSCRIBE_DELAY_SECONDS = 1.0
 BROADCAST_QUEUE = "b"  # the broadcast queue's name in Redis keys
 # Queues one purge script visits before handing Redis back to other clients;
 # a sweep runs batches until one comes back short.
@@ -74,7 +80,16 @@ PURGE_BATCH_QUEUES = 500
 # Past this many non-empty queues, stats() gives totals only: listing each
 # queue's size costs one command per queue inside Redis.
 STATS_LISTED_QUEUES = 1000
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+# Redis unreachable, too slow, out of memory, or a read-only replica after a
+# failover: the store cannot serve now, which clients see as a 503.
+REDIS_DOWN = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+)
+
+logger = logging.getLogger(__name__)
 
 
 def _script_source(name: str) -> str:
@@ -85,7 +100,7 @@ def _script_source(name: str) -> str:
 
 @contextlib.contextmanager
 def _translate_redis_errors() -> Iterator[None]:
-    """Redis unreachable or too slow becomes StoreUnavailable (HTTP 503)."""
+    """Redis failing to serve becomes StoreUnavailable (HTTP 503)."""
     try:
         yield
     except REDIS_DOWN as error:
@@ -184,6 +199,10 @@ class _Waiters:
                 if not waiters:
                     del self._by_user[key]
 
+    def wake_queue(self, queue: str) -> None:
+        """Wake the readers of a queue named as in Redis ("b", "u:<id>")."""
+        self.wake(None if queue == BROADCAST_QUEUE else queue.removeprefix("u:"))
+
     def wake(self, user_id: str | None) -> None:
         """A broadcast may concern anyone; a user message only that user."""
         with self._lock:
@@ -193,6 +212,56 @@ class _Waiters:
                 waiters = list(self._by_user.get(str(user_id), ()))
         for waiter in waiters:
             waiter.wake()
+
+
+class _WakeListener(threading.Thread):
+    """The one subscription of a store object: wakes its long polls.
+
+    A thread rather than a task: long polls run on whichever event loop
+    serves them, and waking a waiter is thread-safe.
+    """
+
+    def __init__(self, client: redis.Redis, channel: str, waiters: _Waiters):
+        super().__init__(name="sync-store-wake", daemon=True)
+        self._client = client
+        self._channel = channel
+        self._waiters = waiters
+        self._stopping = threading.Event()
+        self._lost = False  # the subscription failed and is not back yet
+
+    def stop(self) -> None:
+        """Ask the thread to end; it does within LISTEN_POLL_SECONDS."""
+        self._stopping.set()
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._listen()
+            # The listener outlives any error; meanwhile waits end at their
+            # timeout, and the next subscription wakes them all to re-check.
+            except Exception:
+                if not self._lost:  # once per outage, not once per retry
+                    logger.warning("store wake-up subscription lost; retrying")
+                self._lost = True
+                self._stopping.wait(RESUBSCRIBE_DELAY_SECONDS)
+
+    def _listen(self) -> None:
+        pubsub = self._client.pubsub()
+        try:
+            pubsub.subscribe(self._channel)
+            while not self._stopping.is_set():
+                event = pubsub.get_message(timeout=LISTEN_POLL_SECONDS)
+                if event is not None:
+                    self._handle(event)
+        finally:
+            pubsub.close()
+
+    def _handle(self, event: dict[str, Any]) -> None:
+        if event["type"] == "subscribe":
+            self._lost = False
+            self._waiters.wake(None)  # re-check what came while not listening
+        elif event["type"] == "message":
+            self._waiters.wake_queue(event["data"])
 
 
 class RedisMessageStore(MessageStore):
@@ -227,6 +296,8 @@ class RedisMessageStore(MessageStore):
         self._epoch_seen = ""
         self._last_sweep = clock()
         self._waiters = _Waiters()
+        self._listener: _WakeListener | None = None
+        self._listener_lock = threading.Lock()
 
     @property
     def epoch(self) -> str:
@@ -497,9 +568,11 @@ class RedisMessageStore(MessageStore):
     ) -> bool:
         """Park until either queue moves past `position`, or `timeout` passes.
 
-        Publishes through this store object wake the wait at once; others
-        (another instance) are seen at the next re-check of the head.
+        Any instance's append wakes the wait through the subscription; the
+        head is then read again, so a wake-up for another reason costs one
+        round trip and nothing else.
         """
+        self._ensure_listener()
         key = str(user_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -511,11 +584,25 @@ class RedisMessageStore(MessageStore):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return False
-                pause = min(remaining, WAIT_RECHECK_SECONDS)
-                await asyncio.wait({waiter.future}, timeout=pause)
+                await asyncio.wait({waiter.future}, timeout=remaining)
             finally:
                 waiter.future.cancel()
                 self._waiters.discard(key, waiter)
+
+    def _ensure_listener(self) -> None:
+        with self._listener_lock:
+            if self._listener is None:
+                channel = f"{self._prefix}wake"
+                self._listener = _WakeListener(self._client, channel, self._waiters)
+                self._listener.start()
+
+    def close(self) -> None:
+        """Stop the wake-up listener (tests; a server keeps its store)."""
+        with self._listener_lock:
+            if self._listener is not None:
+                self._listener.stop()
+                self._listener.join(LISTEN_POLL_SECONDS * 2)
+                self._listener = None
 
     @staticmethod
     def _moved_past(head: Position, position: Position) -> bool:

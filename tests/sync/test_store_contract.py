@@ -37,13 +37,17 @@ def redis_prefix(redis_url):
 
 @pytest.fixture
 def redis_store(redis_url, redis_prefix, clock) -> RedisMessageStore:
-    return RedisMessageStore(redis_url, prefix=redis_prefix, clock=clock)
+    store = RedisMessageStore(redis_url, prefix=redis_prefix, clock=clock)
+    yield store
+    store.close()
 
 
 @pytest.fixture
 def twin_store(redis_url, redis_prefix, clock) -> RedisMessageStore:
     """A second instance on the same Redis and prefix as `redis_store`."""
-    return RedisMessageStore(redis_url, prefix=redis_prefix, clock=clock)
+    store = RedisMessageStore(redis_url, prefix=redis_prefix, clock=clock)
+    yield store
+    store.close()
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -515,9 +519,18 @@ async def test_a_wait_sees_a_message_published_on_another_instance(
     waiting = asyncio.create_task(redis_store.wait_for_messages("1", position, 5))
     await asyncio.sleep(0.05)
 
+    started = asyncio.get_running_loop().time()
     await twin_store.aadd_message(user_message("1", 1))
 
     assert await asyncio.wait_for(waiting, 3) is True
+    assert asyncio.get_running_loop().time() - started < 0.5  # woken, not polled
+
+
+async def test_a_wait_without_news_ends_at_its_timeout(redis_store, twin_store):
+    position = await redis_store.ahead("1")
+    await twin_store.aadd_message(user_message("2", 1))  # someone else's
+
+    assert await redis_store.wait_for_messages("1", position, 0.3) is False
 
 
 def test_an_unreachable_redis_raises_store_unavailable(clock):

@@ -51,4 +51,6 @@ local max_messages, max_tracked = num(ARGV[5]), num(ARGV[6])
 while redis.call('ZCARD', P .. 'm:' .. queue) > max_messages do
   drop_oldest(queue, max_tracked)
 end
+-- Wakes long polls on every instance (their listeners filter by queue).
+redis.call('PUBLISH', P .. 'wake', queue)
 return {epoch, seq, order, fmt(ts), num(redis.call('HGET', bkey, 'last_seq'))}
