@@ -37,7 +37,8 @@ from typing import Any
 
 import redis
 import redis.asyncio
-from redis.backoff import NoBackoff
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from sync.conf import sync_settings
@@ -65,9 +66,11 @@ SOCKET_CONNECT_TIMEOUT_SECONDS = 1.0
 # Idle pooled connections are pinged before reuse after this long, so a
 # Redis restart costs a reconnect instead of an error.
 HEALTH_CHECK_INTERVAL_SECONDS = 15
-# No automatic retries: an append whose reply was lost may have happened,
-# and retrying it would store the message twice.
-NO_RETRY = Retry(NoBackoff(), 0)
+# One retry, soon after: enough to replace a pooled connection that died
+# with a restarted Redis, short enough to answer 503 fast while Redis is
+# down. Safe for appends too: append.lua is idempotent by message id.
+RETRIES = 1
+RETRY_BACKOFF = ExponentialWithJitterBackoff(cap=0.2, base=0.05)
 # How long the wake-up listener blocks reading its subscription before it
 # checks whether it was asked to stop.
 LISTEN_POLL_SECONDS = 1.0
@@ -228,6 +231,7 @@ class _WakeListener(threading.Thread):
         self._waiters = waiters
         self._stopping = threading.Event()
         self._lost = False  # the subscription failed and is not back yet
+        self._pubsub: redis.client.PubSub | None = None
 
     def stop(self) -> None:
         """Ask the thread to end; it does within LISTEN_POLL_SECONDS."""
@@ -246,7 +250,7 @@ class _WakeListener(threading.Thread):
                 self._stopping.wait(RESUBSCRIBE_DELAY_SECONDS)
 
     def _listen(self) -> None:
-        pubsub = self._client.pubsub()
+        self._pubsub = pubsub = self._client.pubsub()
         try:
             pubsub.subscribe(self._channel)
             while not self._stopping.is_set():
@@ -281,7 +285,9 @@ class RedisMessageStore(MessageStore):
         self._url = url
         self._prefix = prefix
         self._clock = clock
-        self._client = redis.Redis.from_url(url, **self._client_options())
+        self._client = redis.Redis.from_url(
+            url, retry=Retry(RETRY_BACKOFF, RETRIES), **self._client_options()
+        )
         self._sources = {
             name: _script_source(name)
             for name in ("append", "read", "head", "purge", "stats")
@@ -311,7 +317,6 @@ class RedisMessageStore(MessageStore):
             "socket_timeout": SOCKET_TIMEOUT_SECONDS,
             "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT_SECONDS,
             "health_check_interval": HEALTH_CHECK_INTERVAL_SECONDS,
-            "retry": NO_RETRY,
         }
 
     # Running scripts ---------------------------------------------------------
@@ -335,7 +340,9 @@ class RedisMessageStore(MessageStore):
             # Only one client per thread is kept: an older loop's is dropped.
             self._local.loop = loop
             self._local.client = redis.asyncio.Redis.from_url(
-                self._url, **self._client_options()
+                self._url,
+                retry=AsyncRetry(RETRY_BACKOFF, RETRIES),
+                **self._client_options(),
             )
         return self._local.client
 
@@ -376,6 +383,7 @@ class RedisMessageStore(MessageStore):
             "" if user_id is None else str(user_id),
             json.dumps(list(message.get("topics") or [])),
             envelope,
+            str(message.get("id") or ""),
         ]
 
     def _appended(

@@ -8,9 +8,14 @@ those cases skip, unless SYNC_REQUIRE_REDIS=1 makes them fail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import shutil
 import socket
+import subprocess
 import threading
+import time
 import uuid
 
 import pytest
@@ -631,3 +636,89 @@ def test_a_sweep_covers_every_queue_in_batches(
     assert (many.total_queues, many.total_messages) == (5, 5)
     assert many.queue_sizes == {}  # past the listing bound: totals only
     assert redis_store.stats().total_messages == 0
+
+
+def test_appending_the_same_message_twice_stores_it_once(redis_store):
+    message = user_message("1", 1)  # a retry after a lost reply sends it again
+
+    first = redis_store.add_message(message)
+    again = redis_store.add_message(message)
+
+    assert (again.seq, again.timestamp) == (first.seq, first.timestamp)
+    assert numbers(redis_store.read("1", since=0).messages) == [1]
+
+
+async def test_a_wait_survives_a_dropped_subscription(redis_store, twin_store):
+    position = await redis_store.ahead("1")
+    waiting = asyncio.create_task(redis_store.wait_for_messages("1", position, 5))
+    await asyncio.sleep(0.1)
+    listener = redis_store._listener
+    listener._pubsub.connection.disconnect()  # as if Redis dropped it
+
+    await twin_store.aadd_message(user_message("1", 1))
+
+    assert await asyncio.wait_for(waiting, 4) is True
+
+
+# A Redis of the test's own, stopped and restarted ----------------------------
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """Start a redis-server on a free port, with append-only persistence.
+
+    Yields its url and functions to start it again and to stop it.
+    """
+    if shutil.which("redis-server") is None:
+        if os.environ.get("SYNC_REQUIRE_REDIS") == "1":
+            pytest.fail("SYNC_REQUIRE_REDIS=1 but redis-server is not installed")
+        pytest.skip("redis-server is not installed")
+    port = closed_port()
+    command = [
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+        "--dir", str(tmp_path), "--appendonly", "yes", "--appendfsync", "always",
+        "--save", "",
+    ]  # fmt: skip
+    processes: list[subprocess.Popen] = []
+
+    def start() -> None:
+        processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+        probe = redis.Redis(port=port, socket_connect_timeout=0.2)
+        for _ in range(100):  # up to ~5 s to accept connections
+            with contextlib.suppress(redis.ConnectionError):
+                if probe.ping():
+                    return
+            time.sleep(0.05)
+        pytest.fail("the test's redis-server did not start")
+
+    def stop() -> None:
+        processes[-1].terminate()
+        processes[-1].wait(10)
+
+    start()
+    yield f"redis://127.0.0.1:{port}/0", start, stop
+    if processes[-1].poll() is None:
+        stop()
+
+
+def test_a_restarted_redis_keeps_acknowledged_messages(own_redis, clock):
+    url, start, stop = own_redis
+    store = RedisMessageStore(url, prefix="fault:", clock=clock)
+    acknowledged = store.add_message(user_message("1", 1))
+    cursor = store.head("1")
+
+    stop()
+    with pytest.raises(StoreUnavailable):
+        store.add_message(user_message("1", 2))
+    with pytest.raises(StoreUnavailable):
+        store.read("1", since=0)
+    start()
+    store.add_message(user_message("1", 3))
+
+    everything = store.read("1", since=0)
+    resumed = store.read("1", cursor=cursor)
+    assert everything.messages[0]["id"] == acknowledged.envelope["id"]
+    assert numbers(everything.messages) == [1, 3]
+    assert not everything.gap
+    assert numbers(resumed.messages) == [3]  # same epoch: the cursor still holds
+    assert not resumed.gap

@@ -9,8 +9,19 @@
 --
 -- ARGV: prefix, epoch candidate, now ms, ttl ms, max messages per queue,
 --       max tracked drop topics, kind ('u' or 'b'), user id, topics json,
---       envelope json
+--       envelope json, message id
 -- Returns: {epoch, seq, order, timestamp, broadcast last_seq}
+--
+-- Idempotent by message id for as long as the message lives: a client that
+-- retries after a lost reply gets the first append's answer, so a message
+-- is never stored twice.
+local appended_key = P .. 'id:' .. ARGV[11]
+if ARGV[11] ~= '' then
+  local earlier = redis.call('GET', appended_key)
+  if earlier then
+    return cjson.decode(earlier)
+  end
+end
 
 local now_ms = num(ARGV[3])
 local clock = tick(now_ms)
@@ -53,4 +64,8 @@ while redis.call('ZCARD', P .. 'm:' .. queue) > max_messages do
 end
 -- Wakes long polls on every instance (their listeners filter by queue).
 redis.call('PUBLISH', P .. 'wake', queue)
-return {epoch, seq, order, fmt(ts), num(redis.call('HGET', bkey, 'last_seq'))}
+local reply = {epoch, seq, order, fmt(ts), num(redis.call('HGET', bkey, 'last_seq'))}
+if ARGV[11] ~= '' then
+  redis.call('SET', appended_key, cjson.encode(reply), 'PX', fmt(math.max(num(ARGV[4]), 1)))
+end
+return reply

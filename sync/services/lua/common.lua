@@ -12,6 +12,7 @@
 --   <p>expiry          zset queue -> expiry (ms) of its oldest message: the
 --                      queues holding messages, soonest to expire first
 --   <p>bt:marks/order  newest dropped broadcast per topic, and their order
+--   <p>id:<message id> an append's reply, kept for the message's TTL
 -- A user queue is "u:<user id>"; the broadcast queue is "b".
 
 local P = ARGV[1]
