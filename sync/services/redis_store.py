@@ -604,6 +604,14 @@ class RedisMessageStore(MessageStore):
                 self._listener = _WakeListener(self._client, channel, self._waiters)
                 self._listener.start()
 
+    async def aclose(self) -> None:
+        """Close this loop's connections and stop the listener (tests)."""
+        client = getattr(self._local, "client", None)
+        if client is not None and self._local.loop is asyncio.get_running_loop():
+            await client.aclose()
+            self._local.loop = self._local.client = None
+        await asyncio.to_thread(self.close)
+
     def close(self) -> None:
         """Stop the wake-up listener (tests; a server keeps its store)."""
         with self._listener_lock:

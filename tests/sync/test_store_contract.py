@@ -41,18 +41,18 @@ def redis_prefix(redis_url):
 
 
 @pytest.fixture
-def redis_store(redis_url, redis_prefix, clock) -> RedisMessageStore:
+async def redis_store(redis_url, redis_prefix, clock) -> RedisMessageStore:
     store = RedisMessageStore(redis_url, prefix=redis_prefix, clock=clock)
     yield store
-    store.close()
+    await store.aclose()  # on the test's loop, before it closes
 
 
 @pytest.fixture
-def twin_store(redis_url, redis_prefix, clock) -> RedisMessageStore:
+async def twin_store(redis_url, redis_prefix, clock) -> RedisMessageStore:
     """A second instance on the same Redis and prefix as `redis_store`."""
     store = RedisMessageStore(redis_url, prefix=redis_prefix, clock=clock)
     yield store
-    store.close()
+    await store.aclose()
 
 
 @pytest.fixture(params=["memory", "redis"])
