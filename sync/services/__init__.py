@@ -78,4 +78,6 @@ def _close_sockets_for_shutdown() -> None:
 
 def _build(store: MessageStore) -> RealtimeSync:
     lifecycle.on_shutdown(_close_sockets_for_shutdown)
-    return RealtimeSync(store, DeliveryHub(), MemoryConnectionRegistry())
+    hub = DeliveryHub()
+    store.deliver_remote_to(hub)  # other instances' messages (Redis store)
+    return RealtimeSync(store, hub, MemoryConnectionRegistry())

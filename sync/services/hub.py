@@ -10,7 +10,8 @@ The hub only ever runs on the event loop that serves the sockets; a publish
 from another thread (a sync view, a signal in a worker) is handed to that
 loop. Order across threads is therefore not guaranteed, which the readers
 tolerate: a queue sequence that jumps makes the socket read the store first.
-Across processes (Redis) one subscription per process feeds ``dispatch``.
+Across processes (Redis) one subscription per process feeds
+``dispatch_threadsafe`` with what other instances store.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ class Subscriber(Protocol):
     def revoke(self, token_key: str | None) -> None:
         """Close with 4401 if opened by `token_key` (None: whatever opened it)."""
 
+    async def catch_up_if_behind(self) -> None:
+        """Read from the store whatever this socket has not seen."""
+
 
 class DeliveryHub:
     """Live sockets of this process, by user; fed stored messages."""
@@ -67,6 +71,7 @@ class DeliveryHub:
         self._by_user: dict[str, set[Subscriber]] = {}
         self._everyone: set[Subscriber] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._catching_up: set[asyncio.Task] = set()  # keeps the tasks alive
 
     def add(self, subscriber: Subscriber, user_id: str) -> None:
         """Register a socket (on the event loop that serves it)."""
@@ -135,6 +140,24 @@ class DeliveryHub:
     def _revoke(self, user_id: str, token_key: str | None) -> None:
         for subscriber in list(self._by_user.get(user_id, ())):
             subscriber.revoke(token_key)
+
+    def catch_up_all(self) -> None:
+        """Have every local socket read what it missed, from any thread.
+
+        For when live delivery may have lost messages wholesale (the Redis
+        subscription was down): each socket then reads the store once.
+        """
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(self._catch_up_all)
+
+    def _catch_up_all(self) -> None:
+        for subscriber in list(self._everyone):
+            task = asyncio.ensure_future(subscriber.catch_up_if_behind())
+            self._catching_up.add(task)
+            task.add_done_callback(self._catching_up.discard)
 
     def _close_all(self, code: int) -> None:
         for subscriber in list(self._everyone):

@@ -136,6 +136,13 @@ class MessageStore(abc.ABC):
         result = self.read(user_id, since=since, topics=topics, limit=10**9)
         return result.messages
 
+    def deliver_remote_to(self, delivery: Any) -> None:
+        """Hand messages other instances store to `delivery` (the hub).
+
+        A process-local store has no other instances: nothing to do.
+        """
+        return None
+
     async def aadd_message(self, message: dict[str, Any]) -> StoredMessage:
         """Async twin of add_message."""
         return self.add_message(message)

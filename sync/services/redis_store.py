@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 import redis.asyncio
@@ -217,18 +217,28 @@ class _Waiters:
             waiter.wake()
 
 
+class RemoteDelivery(Protocol):
+    """What the store hands other instances' messages to (the delivery hub)."""
+
+    def dispatch_threadsafe(self, entry: StoredMessage) -> None: ...
+
+    def catch_up_all(self) -> None: ...
+
+
 class _WakeListener(threading.Thread):
-    """The one subscription of a store object: wakes its long polls.
+    """The one subscription of a store object: wakes its long polls, and
+    hands other instances' messages to this process's hub.
 
     A thread rather than a task: long polls run on whichever event loop
     serves them, and waking a waiter is thread-safe.
     """
 
-    def __init__(self, client: redis.Redis, channel: str, waiters: _Waiters):
+    def __init__(self, client: redis.Redis, channel: str, store: RedisMessageStore):
         super().__init__(name="sync-store-wake", daemon=True)
         self._client = client
         self._channel = channel
-        self._waiters = waiters
+        self._waiters = store._waiters
+        self._store = store
         self._stopping = threading.Event()
         self._lost = False  # the subscription failed and is not back yet
         self._pubsub: redis.client.PubSub | None = None
@@ -264,8 +274,14 @@ class _WakeListener(threading.Thread):
         if event["type"] == "subscribe":
             self._lost = False
             self._waiters.wake(None)  # re-check what came while not listening
+            self._store._resubscribed()
         elif event["type"] == "message":
-            self._waiters.wake_queue(event["data"])
+            queue, _, published = event["data"].partition("\n")
+            self._waiters.wake_queue(queue)
+            source, _, raw = published.partition("\n")
+            if raw and source != self._store.instance_id:
+                kind = BROADCAST if queue == BROADCAST_QUEUE else USER
+                self._store._deliver_remote(_entry(raw, kind))
 
 
 class RedisMessageStore(MessageStore):
@@ -304,6 +320,9 @@ class RedisMessageStore(MessageStore):
         self._waiters = _Waiters()
         self._listener: _WakeListener | None = None
         self._listener_lock = threading.Lock()
+        # Tells this process's own publications from other instances'.
+        self.instance_id = secrets.token_hex(8)
+        self._remote: RemoteDelivery | None = None
 
     @property
     def epoch(self) -> str:
@@ -384,6 +403,7 @@ class RedisMessageStore(MessageStore):
             json.dumps(list(message.get("topics") or [])),
             envelope,
             str(message.get("id") or ""),
+            self.instance_id,
         ]
 
     def _appended(
@@ -597,11 +617,31 @@ class RedisMessageStore(MessageStore):
                 waiter.future.cancel()
                 self._waiters.discard(key, waiter)
 
+    def deliver_remote_to(self, delivery: RemoteDelivery) -> None:
+        """Hand messages other instances append to `delivery` (the hub).
+
+        `delivery.dispatch_threadsafe(entry)` gets each one, from the
+        listener thread; `delivery.catch_up_all()` runs when the subscription
+        is back after a loss, since messages published meanwhile never came.
+        A message lost on the way is also caught by its queue sequence at
+        the next one, or at the socket's next heartbeat.
+        """
+        self._remote = delivery
+        self._ensure_listener()
+
+    def _deliver_remote(self, entry: StoredMessage) -> None:
+        if self._remote is not None:
+            self._remote.dispatch_threadsafe(entry)
+
+    def _resubscribed(self) -> None:
+        if self._remote is not None:
+            self._remote.catch_up_all()
+
     def _ensure_listener(self) -> None:
         with self._listener_lock:
             if self._listener is None:
                 channel = f"{self._prefix}wake"
-                self._listener = _WakeListener(self._client, channel, self._waiters)
+                self._listener = _WakeListener(self._client, channel, self)
                 self._listener.start()
 
     async def aclose(self) -> None:

@@ -660,6 +660,58 @@ async def test_a_wait_survives_a_dropped_subscription(redis_store, twin_store):
     assert await asyncio.wait_for(waiting, 4) is True
 
 
+class RecordingHub:
+    """Stands in for the delivery hub: what other instances hand over."""
+
+    def __init__(self) -> None:
+        self.entries: list = []
+        self.catch_ups = 0
+
+    def dispatch_threadsafe(self, entry) -> None:
+        self.entries.append(entry)
+
+    def catch_up_all(self) -> None:
+        self.catch_ups += 1
+
+
+async def wait_for(condition, timeout: float = 3.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the condition never held")
+
+
+async def test_other_instances_messages_reach_this_instances_hub(
+    redis_store, twin_store
+):
+    hub = RecordingHub()
+    redis_store.deliver_remote_to(hub)
+    await wait_for(lambda: hub.catch_ups == 1)  # subscribed: catch up once
+
+    sent = await twin_store.aadd_message(user_message("1", 1))
+    await redis_store.aadd_message(user_message("1", 2))  # our own: not again
+    await wait_for(lambda: hub.entries)
+    await asyncio.sleep(0.1)
+
+    [entry] = hub.entries
+    assert (entry.queue, entry.seq, entry.envelope) == (
+        sent.queue,
+        sent.seq,
+        sent.envelope,
+    )
+
+
+async def test_a_lost_subscription_makes_every_socket_catch_up(redis_store, twin_store):
+    hub = RecordingHub()
+    redis_store.deliver_remote_to(hub)
+    await wait_for(lambda: hub.catch_ups == 1)
+
+    redis_store._listener._pubsub.connection.disconnect()  # as if Redis dropped it
+
+    await wait_for(lambda: hub.catch_ups == 2)
+
+
 # A Redis of the test's own, stopped and restarted ----------------------------
 
 

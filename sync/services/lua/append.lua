@@ -9,7 +9,7 @@
 --
 -- ARGV: prefix, epoch candidate, now ms, ttl ms, max messages per queue,
 --       max tracked drop topics, kind ('u' or 'b'), user id, topics json,
---       envelope json, message id
+--       envelope json, message id, publishing instance id
 -- Returns: {epoch, seq, order, timestamp, broadcast last_seq}
 --
 -- Idempotent by message id for as long as the message lives: a client that
@@ -62,8 +62,10 @@ local max_messages, max_tracked = num(ARGV[5]), num(ARGV[6])
 while redis.call('ZCARD', P .. 'm:' .. queue) > max_messages do
   drop_oldest(queue, max_tracked)
 end
--- Wakes long polls on every instance (their listeners filter by queue).
-redis.call('PUBLISH', P .. 'wake', queue)
+-- Wakes long polls on every instance (their listeners filter by queue), and
+-- hands the entry to every other instance's delivery hub: one message per
+-- instance, not per socket.
+redis.call('PUBLISH', P .. 'wake', queue .. '\n' .. ARGV[12] .. '\n' .. entry)
 local reply = {epoch, seq, order, fmt(ts), num(redis.call('HGET', bkey, 'last_seq'))}
 if ARGV[11] ~= '' then
   redis.call('SET', appended_key, cjson.encode(reply), 'PX', fmt(math.max(num(ARGV[4]), 1)))

@@ -1,0 +1,95 @@
+"""Two server processes on one Redis act as one (SPEC §1, issue 8, first part).
+
+Each instance stores in the shared Redis store and hands what the other
+instance stores to its own sockets through one subscription per process, so
+a socket on A gets a message sent through B live, not at its next heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import pytest
+import redis
+from websockets.asyncio.client import connect
+
+pytestmark = pytest.mark.redis
+
+# Long enough that a message arriving only by the heartbeat's catch-up would
+# show: live delivery must beat it by far.
+HEARTBEAT = 30
+LIVE_BOUND_SECONDS = 3.0
+
+
+@pytest.fixture
+def two_instances(redis_url, dedicated_asgi_server):
+    """Instances A and B on one Redis, under a key prefix of this test's own."""
+    prefix = f"sync-e2e-{uuid.uuid4().hex[:12]}"
+    env = {
+        "REDIS_URL": redis_url,
+        "SYNC_KEY_PREFIX": prefix,
+        "SYNC_HEARTBEAT_INTERVAL": HEARTBEAT,
+    }
+    yield dedicated_asgi_server(**env), dedicated_asgi_server(**env)
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+
+
+async def next_message(connection, timeout: float) -> dict:
+    """The next frame that is a message (pings are skipped)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = json.loads(await connection.recv())
+            if frame["type"] != "ping":
+                return frame
+
+
+async def test_a_socket_on_one_instance_gets_what_is_sent_through_the_other(
+    two_instances,
+):
+    a, b = two_instances
+    async with connect(a.websocket_url("alice")) as on_a:
+        first = json.loads(await on_a.recv())
+        assert first["type"] == "connection.established"
+
+        started = time.monotonic()
+        sent = await asyncio.to_thread(b.send, "alice", "chat.message", {"n": 1})
+        announced = await asyncio.to_thread(
+            b.broadcast, "carol", "announcement", {"n": 2}
+        )
+        received = [
+            await next_message(on_a, LIVE_BOUND_SECONDS),
+            await next_message(on_a, LIVE_BOUND_SECONDS),
+        ]
+
+    assert [frame["id"] for frame in received] == [
+        sent["messageId"],
+        announced["messageId"],
+    ]
+    assert time.monotonic() - started < LIVE_BOUND_SECONDS
+
+
+async def test_a_poller_on_one_instance_sees_what_is_sent_on_the_other(
+    two_instances,
+):
+    a, b = two_instances
+    start = await asyncio.to_thread(b.head_cursor, "bob")
+    waiting = asyncio.create_task(
+        asyncio.to_thread(b.poll, "bob", cursor=start, wait=10)
+    )
+    await asyncio.sleep(0.5)  # the long poll is parked on B
+
+    started = time.monotonic()
+    sent = await asyncio.to_thread(a.send, "bob", "chat.message", {"n": 1})
+    page = await waiting
+
+    assert [message["id"] for message in page["messages"]] == [sent["messageId"]]
+    assert time.monotonic() - started < LIVE_BOUND_SECONDS
+    # The cursor is the cluster's: A reads on from where B left off.
+    later = await asyncio.to_thread(a.send, "bob", "chat.message", {"n": 2})
+    rest = await asyncio.to_thread(a.poll, "bob", cursor=page["cursor"])
+    assert [message["id"] for message in rest["messages"]] == [later["messageId"]]
