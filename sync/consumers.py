@@ -14,8 +14,9 @@ memory. Server-side handlers run after the ack, off the receive path.
 Close codes: 4400 bad connection parameters, 4401 not authenticated or
 revoked, 4403 forbidden topic on the connect URL, 4408 silent for two
 heartbeats, 4409 messages were lost (reconnect with your cursor), 4413 slow
-consumer, 4429 too many frames or open sockets, 1009 frame too large, 1001
-server shutting down.
+consumer, 4429 too many frames or open sockets, 1009 frame too large, 1011
+the message store is out of reach (after an error frame), 1001 server
+shutting down.
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from sync import frames
 from sync.conf import MAX_TOPICS, sync_settings
-from sync.exceptions import InvalidJSON, InvalidTopics, SyncError
+from sync.exceptions import (
+    InvalidJSON,
+    InvalidTopics,
+    ServiceUnavailable,
+    SyncError,
+)
 from sync.heartbeats import heartbeats
 from sync.middleware import query_param
 from sync.outbox import CLOSE_SLOW_CONSUMER, Outbox, transport_backlog
@@ -62,6 +68,7 @@ CLOSE_SILENT = 4408
 CLOSE_RESYNC = 4409
 CLOSE_THROTTLED = 4429
 CLOSE_TOO_BIG = 1009
+CLOSE_UNAVAILABLE = 1011
 CLOSE_GOING_AWAY = 1001
 # Seconds to wait for a client's close answer when the server shuts down.
 SHUTDOWN_CLOSE_WAIT = 1.0
@@ -117,7 +124,19 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_THROTTLED)
             return
         self.registered = True
-        await self._open(user, cursor, topics)
+        try:
+            await self._open(user, cursor, topics)
+        except ServiceUnavailable as error:
+            await self._unavailable(error)
+
+    async def _unavailable(self, error: ServiceUnavailable) -> None:
+        """The store is out of reach: say so, then close 1011 (try again later)."""
+        logger.warning(
+            "message store unavailable; closing the socket",
+            extra={"connection_id": self.connection_id},
+        )
+        await self.send_frame(frames.error(error.code, error.message, None))
+        await self.close(code=CLOSE_UNAVAILABLE)
 
     async def _open(self, user, cursor, topics) -> None:
         self.user = user
@@ -302,7 +321,11 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             must_read = read_first
             while not self.closed:
                 if must_read:
-                    await self._fill_from_store()
+                    try:
+                        await self._fill_from_store()
+                    except ServiceUnavailable as error:
+                        await self._unavailable(error)
+                        return
                 held, self.held = self.held, []
                 must_read, self.held_overflow = self.held_overflow, False
                 for message in held:

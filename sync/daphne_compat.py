@@ -2,8 +2,9 @@
 
 1. daphne closes sockets through autobahn's ``sendClose``, which accepts only
    1000 and 3000-4999 from applications. RFC 6455 lets a server close with
-   1001 (going away, on shutdown) and 1009 (message too big), and clients rely
-   on them to reconnect or to shrink frames. For those two codes we write the
+   1001 (going away, on shutdown), 1009 (message too big) and 1011 (here:
+   the message store is out of reach), and clients rely on them to reconnect,
+   shrink frames or retry later. For those codes we write the
    close frame with autobahn's lower-level ``sendCloseFrame``, which makes the
    same state change without the check. And a 4413 (slow consumer) close sits
    behind everything the client has not read yet: autobahn would drop the TCP
@@ -33,7 +34,7 @@ from sync.services import lifecycle
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL_CLOSE_CODES = frozenset({1001, 1009})
+PROTOCOL_CLOSE_CODES = frozenset({1001, 1009, 1011})
 SLOW_CONSUMER_CLOSE = 4413
 # Seconds a slow consumer gets to read up to its 4413 close frame; what it may
 # hold meanwhile is bounded by SYNC_WS_MAX_PENDING_BYTES.

@@ -561,6 +561,19 @@ async def test_an_unreachable_redis_raises_store_unavailable_async(clock):
         await store.aread("1", since=0)
 
 
+async def test_a_socket_gets_an_error_frame_then_1011_when_the_store_is_unreachable(
+    ws_connect, user, clock
+):
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    reset_services(RedisMessageStore(url, prefix="unreachable:", clock=clock))
+
+    ws, first = await ws_connect(user)
+
+    assert first["type"] == "error"
+    assert first["payload"]["code"] == "store_unavailable"
+    assert await ws.receive_output(2) == {"type": "websocket.close", "code": 1011}
+
+
 def test_the_api_answers_503_when_the_store_is_unreachable(api_client, clock):
     url = f"redis://127.0.0.1:{closed_port()}/0"
     reset_services(RedisMessageStore(url, prefix="unreachable:", clock=clock))
