@@ -155,6 +155,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         # so nothing published during the replay falls between the two.
         self.filling = True
         self.sync.hub.add(self, str(user.pk))
+        self.sync.report_connections_from_now()
         head = await self.stream.start(cursor)
         await self._replay(head, resumed=cursor is not None)
         await self._settle(read_first=False)

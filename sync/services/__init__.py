@@ -71,9 +71,11 @@ def create_store() -> MessageStore:
 
 
 def _close_sockets_for_shutdown() -> None:
-    # 1001 tells clients to reconnect elsewhere and resume by cursor.
+    # 1001 tells clients to reconnect elsewhere and resume by cursor; the
+    # other instances stop counting our sockets at once.
     if _realtime_sync is not None:
         _realtime_sync.hub.close_all(GOING_AWAY)
+        _realtime_sync.forget_connections()
 
 
 def _build(store: MessageStore) -> RealtimeSync:

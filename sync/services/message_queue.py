@@ -86,6 +86,15 @@ class StoreStats:
     total_bytes: int = 0  # charged against STORE_MAX_BYTES (memory store)
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterConnections:
+    """Socket figures of the other instances, as they last reported them."""
+
+    active: int = 0
+    subscriptions: int = 0
+    opened: int = 0  # reported opened by every instance, since the cluster began
+
+
 class MessageStore(abc.ABC):
     """What every store backend provides; the rest of the project uses only this.
 
@@ -94,6 +103,8 @@ class MessageStore(abc.ABC):
     """
 
     epoch: str
+    # True when several instances share this store (their figures add up).
+    shared = False
 
     @abc.abstractmethod
     def add_message(self, message: dict[str, Any]) -> StoredMessage:
@@ -135,6 +146,29 @@ class MessageStore(abc.ABC):
         """All of a user's retained messages published after `since` ms."""
         result = self.read(user_id, since=since, topics=topics, limit=10**9)
         return result.messages
+
+    async def areport_connections(
+        self, instance_id: str, active: int, subscriptions: int, opened: int
+    ) -> None:
+        """Publish this instance's socket figures for the others (Redis).
+
+        `opened` is how many sockets opened since the last report. A
+        process-local store has no other instances: nothing to do.
+        """
+        return None
+
+    def connections_elsewhere(self, instance_id: str) -> ClusterConnections:
+        """Open sockets and subscriptions of the other live instances, and
+        sockets reported opened cluster-wide; nothing for a local store."""
+        return ClusterConnections()
+
+    async def aconnections_elsewhere(self, instance_id: str) -> ClusterConnections:
+        """Async twin of connections_elsewhere."""
+        return self.connections_elsewhere(instance_id)
+
+    def forget_connections(self, instance_id: str) -> None:
+        """This instance is going away: drop its figures at once."""
+        return None
 
     def deliver_remote_to(self, delivery: Any) -> None:
         """Hand messages other instances store to `delivery` (the hub).

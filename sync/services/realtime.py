@@ -9,6 +9,7 @@ client sees data that is rolled back.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Iterable
 from functools import partial
@@ -21,9 +22,18 @@ from sync.services.audit import arecord_broadcast, record_broadcast
 from sync.services.connections import MemoryConnectionRegistry
 from sync.services.handlers import run_handlers
 from sync.services.hub import DeliveryHub
-from sync.services.message_queue import BROADCAST, MessageStore, StoredMessage
+from sync.services.message_queue import (
+    BROADCAST,
+    ClusterConnections,
+    MessageStore,
+    StoredMessage,
+)
+
+logger = logging.getLogger(__name__)
 
 DATA_UPDATED = "data.updated"
+# Seconds between reports of this process's socket figures to the others.
+CONNECTION_REPORT_SECONDS = 2
 ERROR = "error"
 
 
@@ -80,6 +90,10 @@ class RealtimeSync:
         self.store = store
         self.hub = hub
         self.connections = connections
+        # Names this process among the instances sharing a store (Redis).
+        self.instance_id = secrets.token_hex(8)
+        self._opened_reported = 0
+        self._reporter: asyncio.Task | None = None
 
     # Server publishers -----------------------------------------------------
 
@@ -134,8 +148,9 @@ class RealtimeSync:
         return message
 
     def get_stats(self) -> dict[str, Any]:
-        """Queue and connection figures (SPEC §6)."""
-        return self._stats_dict(self.store.stats())
+        """Queue and connection figures (SPEC §6), of every live instance."""
+        elsewhere = self.store.connections_elsewhere(self.instance_id)
+        return self._stats_dict(self.store.stats(), elsewhere)
 
     async def apublish(
         self,
@@ -181,7 +196,46 @@ class RealtimeSync:
 
     async def aget_stats(self) -> dict[str, Any]:
         """Async twin of get_stats."""
-        return self._stats_dict(await self.store.astats())
+        elsewhere = await self.store.aconnections_elsewhere(self.instance_id)
+        return self._stats_dict(await self.store.astats(), elsewhere)
+
+    # This instance's sockets, for the others (Redis) ---------------------------
+
+    def report_connections_from_now(self) -> None:
+        """Start reporting this process's socket figures (once, on the loop)."""
+        if not self.store.shared:
+            return  # no other instance to tell
+        if self._reporter is None or self._reporter.done():
+            self._reporter = asyncio.get_running_loop().create_task(
+                self._report_forever()
+            )
+
+    async def _report_forever(self) -> None:
+        failing = False
+        while True:
+            try:
+                await self.areport_connections()
+                failing = False
+            except Exception:
+                if not failing:  # once per outage
+                    logger.warning("socket figures not reported; retrying")
+                failing = True
+            await asyncio.sleep(CONNECTION_REPORT_SECONDS)
+
+    async def areport_connections(self) -> None:
+        """Publish this process's figures now (see MessageStore)."""
+        local = self.connections.stats()
+        opened = local.total - self._opened_reported
+        await self.store.areport_connections(
+            self.instance_id, local.active, local.subscriptions, opened
+        )
+        self._opened_reported = local.total
+
+    def forget_connections(self) -> None:
+        """Leave the cluster's figures at once (shutdown)."""
+        if self._reporter is not None:
+            self._reporter.cancel()
+        self.store.forget_connections(self.instance_id)
 
     # Client messages (POST /send and WebSocket frames) ----------------------
 
@@ -258,17 +312,21 @@ class RealtimeSync:
         self.hub.dispatch_threadsafe(entry)
         return entry
 
-    def _stats_dict(self, store_stats: Any) -> dict[str, Any]:
-        connections = self.connections.stats()
+    def _stats_dict(
+        self, store_stats: Any, elsewhere: ClusterConnections
+    ) -> dict[str, Any]:
+        local = self.connections.stats()
+        # Ours are counted live; the cluster counter has what we reported.
+        opened = elsewhere.opened + local.total - self._opened_reported
         return {
             "messageQueue": {
                 "totalQueues": store_stats.total_queues,
                 "totalMessages": store_stats.total_messages,
             },
             "websocket": {
-                "activeConnections": connections.active,
-                "totalConnections": connections.total,
-                "subscriptions": connections.subscriptions,
+                "activeConnections": local.active + elsewhere.active,
+                "totalConnections": opened,
+                "subscriptions": local.subscriptions + elsewhere.subscriptions,
             },
         }
 

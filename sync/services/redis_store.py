@@ -45,7 +45,12 @@ from sync.conf import sync_settings
 from sync.exceptions import StoreUnavailable
 from sync.services import message_queue
 from sync.services.cursors import Position
-from sync.services.message_queue import MessageStore, StoreStats, _Waiter
+from sync.services.message_queue import (
+    ClusterConnections,
+    MessageStore,
+    StoreStats,
+    _Waiter,
+)
 from sync.services.paging import (
     BROADCAST,
     NOTHING_DROPPED,
@@ -83,6 +88,9 @@ PURGE_BATCH_QUEUES = 500
 # Past this many non-empty queues, stats() gives totals only: listing each
 # queue's size costs one command per queue inside Redis.
 STATS_LISTED_QUEUES = 1000
+# An instance that has not reported its sockets for this long is taken for
+# dead and left out of the cluster's figures (instances report every 2 s).
+INSTANCE_SILENCE_SECONDS = 15
 # Redis unreachable, too slow, out of memory, or a read-only replica after a
 # failover: the store cannot serve now, which clients see as a 503.
 REDIS_DOWN = (
@@ -130,6 +138,16 @@ def _entry(raw: str, queue: str) -> StoredMessage:
         order=order,
         expires_at=expires_ms / 1000,
         size=len(raw),
+    )
+
+
+def _cluster(figures: list[str | None], opened: str | None) -> ClusterConnections:
+    """Sum the other instances' "active subscriptions" figures."""
+    pairs = [tuple(map(int, value.split(" "))) for value in figures if value]
+    return ClusterConnections(
+        active=sum(active for active, _ in pairs),
+        subscriptions=sum(subscriptions for _, subscriptions in pairs),
+        opened=int(opened or 0),
     )
 
 
@@ -290,6 +308,8 @@ class RedisMessageStore(MessageStore):
     `clock` decides every "now" (stamps, expiry, sweeps); it is passed into
     the scripts, which keep the cluster's clock from stepping back.
     """
+
+    shared = True
 
     def __init__(
         self,
@@ -588,6 +608,71 @@ class RedisMessageStore(MessageStore):
             key = BROADCAST if name == BROADCAST_QUEUE else name.removeprefix("u:")
             sizes[key] = int(size)
         return StoreStats(int(queues), int(messages), sizes)
+
+    # The cluster's sockets -----------------------------------------------------
+
+    def _instance_keys(self, instance_id: str) -> tuple[str, str, str]:
+        return (
+            f"{self._prefix}instances",  # sorted set: instance -> last report ms
+            f"{self._prefix}instance:{instance_id}",  # its "active subscriptions"
+            f"{self._prefix}opened",  # sockets opened, cluster-wide
+        )
+
+    async def areport_connections(
+        self, instance_id: str, active: int, subscriptions: int, opened: int
+    ) -> None:
+        """Publish this instance's figures; they expire if it stops reporting."""
+        live, figures, opened_key = self._instance_keys(instance_id)
+        silence_ms = INSTANCE_SILENCE_SECONDS * 1000
+        async with self._async_client().pipeline(transaction=False) as pipe:
+            pipe.set(figures, f"{active} {subscriptions}", px=silence_ms)
+            pipe.zadd(live, {instance_id: self._now_ms(self._clock())})
+            if opened:
+                pipe.incrby(opened_key, opened)
+            with _translate_redis_errors():
+                await pipe.execute()
+
+    def connections_elsewhere(self, instance_id: str) -> ClusterConnections:
+        """The other live instances' last figures, and the cluster's opened."""
+        with _translate_redis_errors():
+            others = self._live_instances(self._client, instance_id)
+            figures = self._client.mget(others) if others else []
+            opened = self._client.get(self._instance_keys(instance_id)[2])
+        return _cluster(figures, opened)
+
+    async def aconnections_elsewhere(self, instance_id: str) -> ClusterConnections:
+        """Async twin of connections_elsewhere."""
+        client = self._async_client()
+        with _translate_redis_errors():
+            others = await self._alive_instances(client, instance_id)
+            figures = await client.mget(others) if others else []
+            opened = await client.get(self._instance_keys(instance_id)[2])
+        return _cluster(figures, opened)
+
+    def forget_connections(self, instance_id: str) -> None:
+        """Drop this instance's figures at once (it is shutting down)."""
+        live, figures, _ = self._instance_keys(instance_id)
+        with contextlib.suppress(redis.RedisError):
+            self._client.zrem(live, instance_id)
+            self._client.delete(figures)
+
+    def _live_instances(self, client: redis.Redis, instance_id: str) -> list[str]:
+        live = self._instance_keys(instance_id)[0]
+        client.zremrangebyscore(live, 0, self._silence_cutoff_ms())
+        return self._figure_keys(client.zrange(live, 0, -1), instance_id)
+
+    async def _alive_instances(self, client, instance_id: str) -> list[str]:
+        live = self._instance_keys(instance_id)[0]
+        await client.zremrangebyscore(live, 0, self._silence_cutoff_ms())
+        return self._figure_keys(await client.zrange(live, 0, -1), instance_id)
+
+    def _silence_cutoff_ms(self) -> int:
+        return self._now_ms(self._clock()) - INSTANCE_SILENCE_SECONDS * 1000
+
+    def _figure_keys(self, instances: list[str], instance_id: str) -> list[str]:
+        return [
+            self._instance_keys(other)[1] for other in instances if other != instance_id
+        ]
 
     # Waiting -----------------------------------------------------------------
 

@@ -93,3 +93,31 @@ async def test_a_poller_on_one_instance_sees_what_is_sent_on_the_other(
     later = await asyncio.to_thread(a.send, "bob", "chat.message", {"n": 2})
     rest = await asyncio.to_thread(a.poll, "bob", cursor=page["cursor"])
     assert [message["id"] for message in rest["messages"]] == [later["messageId"]]
+
+
+async def test_status_on_either_instance_counts_the_sockets_of_both(two_instances):
+    a, b = two_instances
+    urls = [a.websocket_url("alice"), b.websocket_url("bob"), b.websocket_url("bob")]
+    async with (
+        connect(urls[0]) as on_a,
+        connect(urls[1]) as first_on_b,
+        connect(urls[2]) as second_on_b,
+    ):
+        for connection in (on_a, first_on_b, second_on_b):
+            assert (
+                json.loads(await connection.recv())["type"] == "connection.established"
+            )
+        # Each instance reports its figures every 2 s.
+        figures = await wait_for_status(a, connections=3)
+        assert figures["totalConnections"] >= 3
+        assert (await wait_for_status(b, connections=3))["connections"] == 3
+
+
+async def wait_for_status(server, connections: int, timeout: float = 6.0) -> dict:
+    """The websocket figures of `server` once they count `connections`."""
+    async with asyncio.timeout(timeout):
+        while True:
+            status = await asyncio.to_thread(server.status)
+            if status["websocket"]["connections"] == connections:
+                return status["websocket"]
+            await asyncio.sleep(0.2)

@@ -725,6 +725,29 @@ async def test_a_lost_subscription_makes_every_socket_catch_up(redis_store, twin
     await wait_for(lambda: hub.catch_ups == 2)
 
 
+async def test_instances_count_each_others_sockets_until_one_falls_silent(
+    redis_store, twin_store, clock
+):
+    await redis_store.areport_connections("a", active=3, subscriptions=2, opened=5)
+    await twin_store.areport_connections("b", active=1, subscriptions=0, opened=4)
+
+    seen_by_b = await twin_store.aconnections_elsewhere("b")
+    assert (seen_by_b.active, seen_by_b.subscriptions, seen_by_b.opened) == (3, 2, 9)
+    assert twin_store.connections_elsewhere("b") == seen_by_b
+
+    clock.advance(16)  # a stopped reporting: taken for dead
+    await twin_store.areport_connections("b", active=1, subscriptions=0, opened=0)
+    seen_later = await twin_store.aconnections_elsewhere("b")
+    assert (seen_later.active, seen_later.opened) == (0, 9)
+
+
+async def test_a_stopping_instance_leaves_the_figures_at_once(redis_store, twin_store):
+    await redis_store.areport_connections("a", active=3, subscriptions=0, opened=3)
+    await asyncio.to_thread(redis_store.forget_connections, "a")
+
+    assert (await twin_store.aconnections_elsewhere("b")).active == 0
+
+
 # A Redis of the test's own, stopped and restarted ----------------------------
 
 
