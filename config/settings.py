@@ -121,10 +121,22 @@ if REDIS_URL:
             "KEY_PREFIX": env_str("SYNC_KEY_PREFIX", "sync"),
         }
     }
+    # channels-redis waits on BZPOPMIN for 5 s; redis-py's default 5 s read
+    # timeout would fire first and close idle sockets with 1011.
+    CHANNEL_LAYER_READ_TIMEOUT = 15
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "sync-asgi"},
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": CHANNEL_LAYER_READ_TIMEOUT,
+                        "socket_connect_timeout": 2,
+                    }
+                ],
+                "prefix": env_str("SYNC_KEY_PREFIX", "sync") + ":asgi",
+            },
         }
     }
 else:

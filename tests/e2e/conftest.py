@@ -15,11 +15,13 @@ management commands on its database from another process
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from config.servers import SERVERS
 from tests.support.live_server import (
@@ -118,3 +120,23 @@ def dedicated_asgi_server(
     yield start
     for server in started:
         server.stop()
+
+
+# Long enough that a message reaching a socket only through the heartbeat's
+# catch-up would show in the two-instance tests.
+TWO_INSTANCE_HEARTBEAT = 30
+
+
+@pytest.fixture
+def two_instances(redis_url, dedicated_asgi_server):
+    """Instances A and B on one Redis, under a key prefix of this test's own."""
+    prefix = f"sync-e2e-{uuid.uuid4().hex[:12]}"
+    env = {
+        "REDIS_URL": redis_url,
+        "SYNC_KEY_PREFIX": prefix,
+        "SYNC_HEARTBEAT_INTERVAL": TWO_INSTANCE_HEARTBEAT,
+    }
+    yield dedicated_asgi_server(**env), dedicated_asgi_server(**env)
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)

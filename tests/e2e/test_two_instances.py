@@ -10,33 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 
 import pytest
-import redis
 from websockets.asyncio.client import connect
 
 pytestmark = pytest.mark.redis
 
-# Long enough that a message arriving only by the heartbeat's catch-up would
-# show: live delivery must beat it by far.
-HEARTBEAT = 30
+# The instances' heartbeat is 30 s (conftest): a message arriving only by the
+# heartbeat's catch-up would show; live delivery must beat it by far.
 LIVE_BOUND_SECONDS = 3.0
-
-
-@pytest.fixture
-def two_instances(redis_url, dedicated_asgi_server):
-    """Instances A and B on one Redis, under a key prefix of this test's own."""
-    prefix = f"sync-e2e-{uuid.uuid4().hex[:12]}"
-    env = {
-        "REDIS_URL": redis_url,
-        "SYNC_KEY_PREFIX": prefix,
-        "SYNC_HEARTBEAT_INTERVAL": HEARTBEAT,
-    }
-    yield dedicated_asgi_server(**env), dedicated_asgi_server(**env)
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(f"{prefix}*"):
-        client.delete(key)
 
 
 async def next_message(connection, timeout: float) -> dict:
@@ -121,3 +103,14 @@ async def wait_for_status(server, connections: int, timeout: float = 6.0) -> dic
             if status["websocket"]["connections"] == connections:
                 return status["websocket"]
             await asyncio.sleep(0.2)
+
+
+async def test_an_idle_socket_outlives_the_channel_layers_blocking_read(two_instances):
+    # channels-redis blocks 5 s on BZPOPMIN; a shorter client read timeout
+    # used to close idle sockets with 1011.
+    a, _ = two_instances
+    async with connect(a.websocket_url("alice")) as idle:
+        assert json.loads(await idle.recv())["type"] == "connection.established"
+        await asyncio.sleep(7)
+        sent = await asyncio.to_thread(a.send, "alice", "chat.message", {"n": 1})
+        assert (await next_message(idle, LIVE_BOUND_SECONDS))["id"] == sent["messageId"]

@@ -1,0 +1,154 @@
+"""Two instances behind nginx, with the configuration the README shows.
+
+``deploy/nginx.conf`` is run as it is, with the ports filled in: clients talk
+to nginx only, which spreads them over both instances with no stickiness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.support.live_server import HOST, PROJECT_ROOT, LiveServer, free_port
+
+pytestmark = pytest.mark.redis
+
+NGINX_CONFIG = PROJECT_ROOT / "deploy" / "nginx.conf"
+FRAME_TIMEOUT = 5.0
+
+
+def nginx_binary() -> str:
+    """nginx's path; skip (or fail where CI requires it) without one."""
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if found is None:
+        reason = "nginx is not installed (Debian: apt-get install nginx-light)"
+        if os.environ.get("SYNC_REQUIRE_NGINX") == "1":
+            pytest.fail(f"SYNC_REQUIRE_NGINX=1 but {reason}")
+        pytest.skip(reason)
+    return found
+
+
+@pytest.fixture
+def behind_nginx(two_instances, tmp_path):
+    """nginx on a free port in front of instances A and B; its base port."""
+    binary = nginx_binary()
+    a, b = two_instances
+    port = free_port()
+    config = (
+        NGINX_CONFIG.read_text()
+        .replace("${INSTANCE_A_PORT}", str(a.port))
+        .replace("${INSTANCE_B_PORT}", str(b.port))
+        .replace("${NGINX_PORT}", str(port))
+    )
+    (tmp_path / "nginx.conf").write_text(config)
+    process = subprocess.Popen(
+        [binary, "-p", str(tmp_path), "-c", "nginx.conf", "-g", "daemon off;"],
+        stderr=(tmp_path / "nginx.log").open("wb"),
+    )
+    wait_for_port(port, process)
+    yield a, b, port
+    process.terminate()
+    process.wait(5)
+
+
+def wait_for_port(port: int, process: subprocess.Popen) -> None:
+    """Return once nginx listens on `port`."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "nginx exited"
+        try:
+            socket.create_connection((HOST, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("nginx did not listen")
+
+
+def through(server: LiveServer, port: int) -> LiveServer:
+    """A client of `server`'s users that talks to nginx instead."""
+    return LiveServer(port, server.tokens, server.process, server.log_path)
+
+
+async def close_code(connection) -> int | None:
+    """The code the server closed `connection` with, or None if still open."""
+    try:
+        async with asyncio.timeout(1):
+            await connection.recv()
+    except ConnectionClosed as error:
+        return error.rcvd.code if error.rcvd else None
+    except TimeoutError:
+        return None
+    return None
+
+
+async def messages(connection, count: int) -> list[dict]:
+    """The next `count` message frames (pings skipped)."""
+    found: list[dict] = []
+    async with asyncio.timeout(FRAME_TIMEOUT):
+        while len(found) < count:
+            frame = json.loads(await connection.recv())
+            if frame["type"] not in ("ping", "connection.established"):
+                found.append(frame)
+    return found
+
+
+async def test_sockets_and_senders_spread_over_both_instances_see_everything(
+    behind_nginx,
+):
+    a, _, port = behind_nginx
+    front = through(a, port)
+    async with (
+        connect(front.websocket_url("alice")) as first,
+        connect(front.websocket_url("alice")) as second,
+    ):
+        sent = [
+            (await asyncio.to_thread(front.send, "alice", "chat.message", {"n": n}))[
+                "messageId"
+            ]
+            for n in range(6)  # nginx spreads these over both instances
+        ]
+        for socket in (first, second):
+            assert [frame["id"] for frame in await messages(socket, 6)] == sent
+
+
+async def test_a_client_of_a_stopped_instance_resumes_on_the_other(behind_nginx):
+    a, _, port = behind_nginx
+    front = through(a, port)
+    sockets = [await connect(front.websocket_url("bob")) for _ in range(2)]
+    cursors = [json.loads(await s.recv())["payload"]["cursor"] for s in sockets]
+
+    await asyncio.to_thread(a.stop)  # its sockets get 1001
+    codes = [await close_code(socket) for socket in sockets]
+    closed = [index for index, code in enumerate(codes) if code is not None]
+    assert [codes[index] for index in closed] == [1001]  # one socket was on A
+    while_away = [
+        (await asyncio.to_thread(front.send, "bob", "chat.message", {"n": n}))[
+            "messageId"
+        ]
+        for n in range(3)
+    ]
+
+    lost = closed[0]
+    async with connect(front.websocket_url("bob", cursor=cursors[lost])) as resumed:
+        established = json.loads(await resumed.recv())
+        assert established["payload"]["recovered"] is True
+        replayed = await messages(resumed, 3)
+        assert [frame["id"] for frame in replayed] == while_away
+        with pytest.raises(TimeoutError):  # nothing twice
+            async with asyncio.timeout(0.5):
+                await resumed.recv()
+    kept = sockets[1 - lost]
+    assert [frame["id"] for frame in await messages(kept, 3)] == while_away
+    await kept.close()
