@@ -1,10 +1,33 @@
-"""Browser pages served by the sync app."""
+"""Browser pages served by the sync app: the demo dashboard (SPEC §7)."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
+
+# The dashboard never gives up: a demo left open should come back by itself
+# after a restart or a network outage, however long (the client's backoff
+# keeps the retries sparse meanwhile).
+DASHBOARD_RECONNECT_ATTEMPTS = 1_000_000
+
+
+def dashboard_config() -> dict[str, Any]:
+    """What the page's script needs from the server (it adds the WebSocket URL)."""
+    return {
+        "client": {
+            "pollingUrl": reverse("sync-poll"),
+            "maxReconnectAttempts": DASHBOARD_RECONNECT_ATTEMPTS,
+        },
+        "broadcastUrl": reverse("sync-broadcast"),
+    }
 
 
 @login_required
-def index(request):
-    """Landing page for logged-in users, with links to the API."""
-    return render(request, "sync/index.html")
+def index(request: HttpRequest) -> HttpResponse:
+    """The dashboard: connection, orders, notifications, send (and broadcast)."""
+    context = {"dashboard_config": dashboard_config()}
+    return render(request, "sync/index.html", context)

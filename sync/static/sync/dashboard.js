@@ -1,0 +1,245 @@
+// The demo dashboard at / (SPEC §7), built on the bundled client.
+//
+// Everything a message carries reaches the page through textContent (or
+// setAttribute for ids), never innerHTML: payloads are other people's input.
+
+import { getConnectionManager } from "./connection-manager.js";
+
+// Entries kept on screen; the oldest go first, so a page left open stays light.
+const MESSAGE_LOG_LIMIT = 500;
+const NOTIFICATION_LIMIT = 50;
+// How often the latency and counters are redrawn.
+const QUALITY_REFRESH_MS = 1000;
+// Client options a visitor may set from the page's query string, to watch the
+// fallback and the reconnection at a human pace (README, Demo dashboard).
+const TUNABLE_OPTIONS = [];
+
+const byId = (id) => document.getElementById(id);
+
+// Set by the server in the page (sync/pages.py), read once.
+const config = JSON.parse(byId("dashboard-config").textContent);
+
+/** The client's options: the server's, then the query string's. */
+function clientOptions() {
+  const options = { ...config.client };
+  const query = new URLSearchParams(location.search);
+  for (const name of TUNABLE_OPTIONS) {
+    const value = Number(query.get(name));
+    if (query.has(name) && Number.isFinite(value) && value >= 0) {
+      options[name] = value;
+    }
+  }
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  options.websocketUrl ??= `${scheme}//${location.host}/ws`;
+  options.pollingUrl = new URL(options.pollingUrl, location.href).href;
+  return options;
+}
+
+/** Django's CSRF token, from the page's own form (works with HttpOnly cookies). */
+function csrfToken() {
+  return document.querySelector("input[name=csrfmiddlewaretoken]").value;
+}
+
+function showState(state) {
+  const element = byId("connection-state");
+  element.textContent = state;
+  element.dataset.state = state;
+}
+
+function showQuality(quality) {
+  byId("transport").textContent = quality.transport ?? "none yet";
+  byId("latency").textContent =
+    quality.latencyMs == null ? "not measured yet" : `${Math.round(quality.latencyMs)} ms`;
+  byId("reconnect-attempts").textContent = String(quality.reconnectAttempts ?? 0);
+  byId("messages-received").textContent = String(quality.messagesReceived ?? 0);
+}
+
+/** A new element with `text` as its text; `className` optional. */
+function element(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined) node.textContent = text;
+  if (className) node.className = className;
+  return node;
+}
+
+/** Prepend `item` to `list`, dropping the oldest past `limit`. */
+function prependBounded(list, item, limit) {
+  list.prepend(item);
+  while (list.children.length > limit) list.lastElementChild.remove();
+}
+
+function logMessage(message) {
+  const item = element("li");
+  item.dataset.testid = "message";
+  item.setAttribute("data-message-id", String(message.id ?? ""));
+  const time = new Date(message.timestamp ?? Date.now()).toLocaleTimeString();
+  item.append(
+    element("span", time, "message-time"),
+    element("span", String(message.type), "message-type"),
+    element("code", JSON.stringify(message.payload ?? {}), "payload"),
+  );
+  prependBounded(byId("message-log"), item, MESSAGE_LOG_LIMIT);
+}
+
+// Orders by id, in the order they were first seen.
+const orders = new Map();
+
+function isOrder(value) {
+  return value !== null && typeof value === "object" && "id" in value;
+}
+
+/** `data` is one order (upserted by id) or a list of orders (the new table). */
+function updateOrders(data) {
+  if (Array.isArray(data)) {
+    orders.clear();
+    data.filter(isOrder).forEach((order) => orders.set(String(order.id), order));
+  } else if (isOrder(data)) {
+    const id = String(data.id);
+    orders.set(id, { ...(orders.get(id) ?? {}), ...data });
+  } else {
+    return;
+  }
+  renderOrders();
+}
+
+function renderOrders() {
+  const rows = [...orders.entries()].map(([id, order]) => {
+    const { id: _id, status, ...details } = order;
+    const row = element("tr");
+    row.dataset.testid = "order";
+    row.setAttribute("data-order-id", id);
+    row.append(
+      element("td", id),
+      element("td", status == null ? "" : String(status), "order-status"),
+      element("td", JSON.stringify(details), "payload"),
+    );
+    return row;
+  });
+  byId("orders-body").replaceChildren(...rows);
+  byId("orders-empty").hidden = rows.length > 0;
+}
+
+function isNotification(type) {
+  return type.startsWith("notification.") || type === "announcement" || type === "error";
+}
+
+/** The human part of a notification: its title/message/text, else its JSON. */
+function notificationText(payload) {
+  const parts = [payload.title, payload.message ?? payload.text].filter(
+    (part) => typeof part === "string" && part,
+  );
+  return parts.length ? parts.join(": ") : JSON.stringify(payload);
+}
+
+function showNotification(message) {
+  const item = element("li");
+  item.dataset.testid = "notification";
+  item.append(
+    element("span", String(message.type), "message-type"),
+    element("span", notificationText(message.payload ?? {})),
+  );
+  prependBounded(byId("notification-list"), item, NOTIFICATION_LIMIT);
+}
+
+function handleMessage(message) {
+  logMessage(message);
+  const type = String(message.type);
+  if (type === "data.updated" && message.payload?.section === "orders") {
+    updateOrders(message.payload.data);
+  }
+  if (isNotification(type)) showNotification(message);
+}
+
+/** The form's payload field as an object, or an Error with code invalid_json. */
+function parsePayload(text) {
+  let payload;
+  try {
+    payload = JSON.parse(text.trim() || "{}");
+  } catch {
+    payload = undefined;
+  }
+  if (payload === null || typeof payload !== "object" || Array.isArray(payload)) {
+    throw Object.assign(new Error("The payload must be a JSON object."), {
+      code: "invalid_json",
+    });
+  }
+  return payload;
+}
+
+function showOutcome(output, ok, text) {
+  output.dataset.outcome = ok ? "ok" : "error";
+  output.textContent = text;
+}
+
+function showError(output, error) {
+  const code = error?.code ?? "network_error";
+  showOutcome(output, false, `error: ${code}${error?.message ? ` (${error.message})` : ""}`);
+}
+
+async function submitSend(client, form) {
+  const output = byId("send-result");
+  try {
+    const payload = parsePayload(form.elements.payload.value);
+    const ack = await client.send({ type: form.elements.type.value.trim(), payload });
+    showOutcome(output, true, `sent: ${ack.messageId}`);
+  } catch (error) {
+    showError(output, error);
+  }
+}
+
+/** POST /api/sync/broadcast with the session cookie and the CSRF token. */
+async function postBroadcast(type, payload, topics) {
+  const response = await fetch(config.broadcastUrl, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+    body: JSON.stringify({ type, payload, topics }),
+  });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok || !body.success) {
+    const error = body.error ?? { code: `http_${response.status}` };
+    throw Object.assign(new Error(error.message ?? ""), { code: error.code });
+  }
+  return body;
+}
+
+async function submitBroadcast(form) {
+  const output = byId("broadcast-result");
+  try {
+    const payload = parsePayload(form.elements.payload.value);
+    const topics = form.elements.topics.value
+      .split(",")
+      .map((topic) => topic.trim())
+      .filter(Boolean);
+    const answer = await postBroadcast(form.elements.type.value.trim(), payload, topics);
+    showOutcome(output, true, `broadcast: ${answer.messageId}`);
+  } catch (error) {
+    showError(output, error);
+  }
+}
+
+function onSubmit(form, handler) {
+  form?.addEventListener("submit", (event) => {
+    event.preventDefault();
+    handler(form);
+  });
+}
+
+function start() {
+  const client = getConnectionManager(clientOptions());
+  const refresh = () => showQuality(client.getQuality());
+  client.onStateChange((state) => {
+    showState(state);
+    refresh();
+  });
+  client.onMessage((message) => {
+    handleMessage(message);
+    refresh();
+  });
+  onSubmit(byId("send-form"), (form) => submitSend(client, form));
+  onSubmit(byId("broadcast-form"), submitBroadcast);
+  setInterval(refresh, QUALITY_REFRESH_MS);
+  client.connect();
+}
+
+start();

@@ -1,0 +1,181 @@
+"""Fixtures for the real-browser tests: Debian's Chromium driven by Playwright.
+
+The browser is the system's ``/usr/bin/chromium`` (``.ci/run`` installs the
+package; Playwright never downloads one). Without it, or without the
+``playwright`` package, the tests skip with the reason, unless
+``SYNC_REQUIRE_BROWSER=1`` (CI) makes them fail.
+
+Servers come from the end-to-end harness (tests/e2e/conftest.py,
+tests/support/live_server.py), on uvicorn only: the browser tests check the
+page and the client, the e2e tests already cover both ASGI servers.
+Every test leaves a screenshot of each page it opened under
+``test-artifacts/browser/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+
+from tests.browser.dashboard import Dashboard
+from tests.browser.foreign_site import ForeignSite, serve_foreign_site
+from tests.e2e import conftest as e2e
+from tests.support.live_server import PROJECT_ROOT, LiveServer
+
+# The end-to-end fixtures, here with the uvicorn-only `server_kind` below.
+e2e_template_database = e2e.e2e_template_database
+asgi_server = e2e.asgi_server
+dedicated_asgi_server = e2e.dedicated_asgi_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # CI runs as root, where Chromium's sandbox cannot start
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "browser"
+
+
+def skip_or_fail(flag: str, reason: str) -> None:
+    """Skip for `reason`, or fail when the CI flag `flag` requires the thing."""
+    if os.environ.get(flag) == "1":
+        pytest.fail(f"{flag}=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def server_kind() -> str:
+    """One ASGI server is enough here (see the module docstring)."""
+    return "uvicorn"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Chromium for the whole session."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        skip_or_fail("SYNC_REQUIRE_BROWSER", "the playwright package is missing")
+    if not os.access(CHROMIUM, os.X_OK):
+        skip_or_fail(
+            "SYNC_REQUIRE_BROWSER",
+            f"no Chromium at {CHROMIUM} (apt-get install chromium)",
+        )
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def redis_env() -> Iterator[dict[str, str]]:
+    """REDIS_URL and a key prefix of this session's own, for servers that need
+    a store outliving them or publishers in other processes."""
+    url = settings.TEST_REDIS_URL
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        skip_or_fail("SYNC_REQUIRE_REDIS", f"no Redis answers at {url} ({error})")
+    prefix = f"sync-browser-{uuid.uuid4().hex[:12]}"
+    yield {"REDIS_URL": url, "SYNC_KEY_PREFIX": prefix}
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+
+
+@pytest.fixture(scope="session")
+def foreign_sites() -> Iterator[tuple[ForeignSite, ForeignSite]]:
+    """Two single-page apps on other ports: (listed, unlisted) in CORS."""
+    with serve_foreign_site() as listed, serve_foreign_site() as unlisted:
+        yield listed, unlisted
+
+
+@pytest.fixture(scope="session")
+def sync_server(asgi_server, foreign_sites) -> LiveServer:
+    """The default server (in-memory store), trusting the listed foreign site."""
+    listed, _ = foreign_sites
+    return asgi_server(SYNC_CORS_ALLOWED_ORIGINS=listed.origin)
+
+
+@pytest.fixture(scope="session")
+def redis_server(asgi_server, redis_env) -> LiveServer:
+    """A server on Redis, so ``server.shell(...)`` can publish to its clients."""
+    return asgi_server(**redis_env)
+
+
+def record_dialog(page: Any, dialog: Any) -> None:
+    """Note an ``alert``/``confirm``/``prompt`` the page opened; dismiss it."""
+    page.dialogs.append(dialog.message)
+    dialog.dismiss()
+
+
+def artifact_name(node_id: str) -> str:
+    """A file name for a test's screenshots, from its node id."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", node_id.split("::", 1)[-1])
+
+
+@pytest.fixture
+def open_page(request, browser) -> Iterator[Callable[..., Any]]:
+    """Factory: ``open_page(url)`` -> a Playwright page in a fresh context.
+
+    ``cookies`` are set first; ``before`` is called with the context before
+    the page loads (routes). Dialogs (``alert``…) are recorded in
+    ``page.dialogs`` and dismissed, uncaught errors in ``page.errors``. At the
+    end, each page is photographed and its context closed.
+    """
+    opened: list[Any] = []
+
+    def open_(url: str, cookies: list[dict] | None = None, before=None) -> Any:
+        context = browser.new_context()
+        if cookies:
+            context.add_cookies(cookies)
+        if before is not None:
+            before(context)
+        page = context.new_page()
+        page.dialogs = []
+        page.errors = []
+        page.on("dialog", lambda dialog: record_dialog(page, dialog))
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
+        opened.append(page)
+        page.goto(url)
+        return page
+
+    yield open_
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = artifact_name(request.node.nodeid)
+    for number, page in enumerate(opened, 1):
+        try:
+            page.screenshot(path=ARTIFACTS / f"{name}-{number}.png", full_page=True)
+        finally:
+            page.context.close()
+
+
+@pytest.fixture
+def open_dashboard(open_page) -> Callable[..., Dashboard]:
+    """Factory: ``open_dashboard(server, "alice")`` -> the dashboard, logged in.
+
+    The session cookie comes from the real login form (``session_cookie``).
+    ``query`` is appended to ``/``; ``before`` as in `open_page`.
+    """
+
+    def open_(server: LiveServer, user: str, query: str = "", before=None) -> Dashboard:
+        name, value = server.session_cookie(user).split("=", 1)
+        cookie = {"name": name, "value": value, "url": server.url}
+        page = open_page(f"{server.url}/{query}", cookies=[cookie], before=before)
+        return Dashboard(page, server, user)
+
+    return open_
