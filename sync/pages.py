@@ -13,12 +13,15 @@ from django.urls import reverse
 # after a restart or a network outage, however long (the client's backoff
 # keeps the retries sparse meanwhile).
 DASHBOARD_RECONNECT_ATTEMPTS = 1_000_000
+# sync/routing.py; the client resolves it against the page (ws: or wss:).
+WEBSOCKET_PATH = "/ws"
 
 
 def dashboard_config() -> dict[str, Any]:
-    """What the page's script needs from the server (it adds the WebSocket URL)."""
+    """What the page's script needs from the server."""
     return {
         "client": {
+            "websocketUrl": WEBSOCKET_PATH,
             "pollingUrl": reverse("sync-poll"),
             "maxReconnectAttempts": DASHBOARD_RECONNECT_ATTEMPTS,
         },

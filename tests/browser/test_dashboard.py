@@ -21,6 +21,10 @@ XSS = "<img src=x onerror=alert(1)>"
 # Time for something that should NOT happen (a late duplicate, a stray
 # delivery, an injected script) to show up before asserting it did not.
 SETTLE_MS = 500
+# The dashboard's client tuned (from the page's query string) to retry within
+# a second, and to try WebSocket again every second while polling, instead of
+# the defaults' 30 s: the tests watch reconnections, not the backoff.
+QUICK_RETRIES = "?reconnectDelay=200&maxReconnectDelay=1000&fallbackRetryInterval=1000"
 
 PUBLISH = """
 import json
@@ -84,7 +88,7 @@ def test_falls_back_to_polling_without_websocket_and_returns_when_it_is_back(
     open_dashboard, dedicated_asgi_server
 ):
     server = dedicated_asgi_server(SYNC_WEBSOCKET_ENABLED="0")
-    dashboard = open_dashboard(server, "alice")
+    dashboard = open_dashboard(server, "alice", query=QUICK_RETRIES)
     dashboard.expect_connection("polling")
     while_polling = marker("polled")
     server.send("alice", "chat.message", {"text": while_polling})
@@ -109,7 +113,7 @@ def test_after_a_restart_it_reconnects_and_shows_what_was_sent_meanwhile_once(
     another process between the stop and the start."""
     env = {**redis_env, "SYNC_KEY_PREFIX": redis_env["SYNC_KEY_PREFIX"] + "-restart"}
     server = dedicated_asgi_server(**env)
-    dashboard = open_dashboard(server, "alice")
+    dashboard = open_dashboard(server, "alice", query=QUICK_RETRIES)
     dashboard.expect_connection("websocket")
     before = marker("before")
     server.send("alice", "chat.message", {"text": before})

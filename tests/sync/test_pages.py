@@ -42,6 +42,7 @@ def test_the_page_loads_the_dashboard_module_and_its_styles(user):
 
 def test_the_page_tells_the_client_where_the_api_is(user):
     config = json.loads(CONFIG.search(page_of("alice"))[1])
+    assert config["client"]["websocketUrl"] == "/ws"
     assert config["client"]["pollingUrl"] == "/api/sync/poll"
     assert config["client"]["maxReconnectAttempts"] > 1000
     assert config["broadcastUrl"] == "/api/sync/broadcast"

@@ -10,9 +10,16 @@ const MESSAGE_LOG_LIMIT = 500;
 const NOTIFICATION_LIMIT = 50;
 // How often the latency and counters are redrawn.
 const QUALITY_REFRESH_MS = 1000;
-// Client options a visitor may set from the page's query string, to watch the
-// fallback and the reconnection at a human pace (README, Demo dashboard).
-const TUNABLE_OPTIONS = [];
+// Client options a visitor may set in the page's query string (numbers, in
+// ms), to watch the fallback and the reconnection at a human pace, e.g.
+// /?fallbackRetryInterval=2000&maxReconnectDelay=2000 (README, Demo dashboard).
+const TUNABLE_OPTIONS = [
+  "reconnectDelay",
+  "maxReconnectDelay",
+  "fallbackRetryInterval",
+  "pingInterval",
+  "pollingInterval",
+];
 
 const byId = (id) => document.getElementById(id);
 
@@ -21,7 +28,7 @@ const config = JSON.parse(byId("dashboard-config").textContent);
 
 /** The client's options: the server's, then the query string's. */
 function clientOptions() {
-  const options = { ...config.client };
+  const options = { ...config.client, csrfToken: csrfToken() };
   const query = new URLSearchParams(location.search);
   for (const name of TUNABLE_OPTIONS) {
     const value = Number(query.get(name));
@@ -29,9 +36,6 @@ function clientOptions() {
       options[name] = value;
     }
   }
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  options.websocketUrl ??= `${scheme}//${location.host}/ws`;
-  options.pollingUrl = new URL(options.pollingUrl, location.href).href;
   return options;
 }
 
@@ -40,10 +44,12 @@ function csrfToken() {
   return document.querySelector("input[name=csrfmiddlewaretoken]").value;
 }
 
-function showState(state) {
+function showState(state, change) {
   const element = byId("connection-state");
   element.textContent = state;
   element.dataset.state = state;
+  const retry = change?.retryInMs == null ? "" : `retry in ${(change.retryInMs / 1000).toFixed(1)} s`;
+  byId("connection-detail").textContent = [change?.reason, retry].filter(Boolean).join(", ");
 }
 
 function showQuality(quality) {
@@ -139,6 +145,7 @@ function showNotification(message) {
     element("span", notificationText(message.payload ?? {})),
   );
   prependBounded(byId("notification-list"), item, NOTIFICATION_LIMIT);
+  byId("notifications-empty").hidden = true;
 }
 
 function handleMessage(message) {
@@ -228,9 +235,12 @@ function onSubmit(form, handler) {
 function start() {
   const client = getConnectionManager(clientOptions());
   const refresh = () => showQuality(client.getQuality());
-  client.onStateChange((state) => {
-    showState(state);
+  client.onStateChange((state, change) => {
+    showState(state, change);
     refresh();
+  });
+  client.onResync(() => {
+    byId("resync-notice").hidden = false;
   });
   client.onMessage((message) => {
     handleMessage(message);
@@ -239,7 +249,8 @@ function start() {
   onSubmit(byId("send-form"), (form) => submitSend(client, form));
   onSubmit(byId("broadcast-form"), submitBroadcast);
   setInterval(refresh, QUALITY_REFRESH_MS);
-  client.connect();
+  // Failures show in the state; the promise has nothing to add.
+  client.connect().catch(() => {});
 }
 
 start();
