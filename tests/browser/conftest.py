@@ -14,6 +14,7 @@ Every test leaves a screenshot of each page it opened under
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -128,16 +129,31 @@ def artifact_name(node_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", node_id.split("::", 1)[-1])
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """Photograph every page the test opened, as it ended (passed or not),
+    before teardown stops its servers."""
+    yield
+    pages = getattr(item, "browser_pages", [])
+    if pages:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = artifact_name(item.nodeid)
+    for number, page in enumerate(pages, 1):
+        with contextlib.suppress(Exception):  # a crashed page has no picture
+            page.screenshot(path=ARTIFACTS / f"{name}-{number}.png", full_page=True)
+
+
 @pytest.fixture
 def open_page(request, browser) -> Iterator[Callable[..., Any]]:
     """Factory: ``open_page(url)`` -> a Playwright page in a fresh context.
 
     ``cookies`` are set first; ``before`` is called with the context before
     the page loads (routes). Dialogs (``alert``…) are recorded in
-    ``page.dialogs`` and dismissed, uncaught errors in ``page.errors``. At the
-    end, each page is photographed and its context closed.
+    ``page.dialogs`` and dismissed, uncaught errors in ``page.errors``. Each
+    page is photographed when the test ends, then its context is closed.
     """
     opened: list[Any] = []
+    request.node.browser_pages = opened
 
     def open_(url: str, cookies: list[dict] | None = None, before=None) -> Any:
         context = browser.new_context()
@@ -155,13 +171,8 @@ def open_page(request, browser) -> Iterator[Callable[..., Any]]:
         return page
 
     yield open_
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    name = artifact_name(request.node.nodeid)
-    for number, page in enumerate(opened, 1):
-        try:
-            page.screenshot(path=ARTIFACTS / f"{name}-{number}.png", full_page=True)
-        finally:
-            page.context.close()
+    for page in opened:
+        page.context.close()
 
 
 @pytest.fixture

@@ -15,6 +15,13 @@ SHOWN_TIMEOUT_MS = 10_000
 RECONNECT_TIMEOUT_MS = 20_000
 
 
+# True when the page shows this state and transport at the same moment.
+SHOWS_CONNECTION = """([state, transport]) => {
+  const text = (id) => document.querySelector(`[data-testid=${id}]`).textContent;
+  return text("connection-state") === state && text("transport") === transport;
+}"""
+
+
 class Dashboard:
     """One open dashboard page of `user` on `server`."""
 
@@ -30,9 +37,10 @@ class Dashboard:
     def expect_connection(
         self, transport: str, timeout: float = RECONNECT_TIMEOUT_MS
     ) -> None:
-        """Wait until the page says "connected" over `transport`."""
-        expect(self.part("connection-state")).to_have_text("connected", timeout=timeout)
-        expect(self.part("transport")).to_have_text(transport, timeout=timeout)
+        """Wait until the page says "connected" and `transport`, both at once."""
+        self.page.wait_for_function(
+            SHOWS_CONNECTION, arg=["connected", transport], timeout=timeout
+        )
 
     def messages(self, containing: str | None = None) -> Locator:
         """The entries of the message list (those containing a text)."""

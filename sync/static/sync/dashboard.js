@@ -53,7 +53,7 @@ function showState(state, change) {
 }
 
 function showQuality(quality) {
-  byId("transport").textContent = quality.transport ?? "none yet";
+  byId("transport").textContent = quality.transport ?? "none";
   byId("latency").textContent =
     quality.latencyMs == null ? "not measured yet" : `${Math.round(quality.latencyMs)} ms`;
   byId("reconnect-attempts").textContent = String(quality.reconnectAttempts ?? 0);
