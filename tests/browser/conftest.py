@@ -175,18 +175,33 @@ def open_page(request, browser) -> Iterator[Callable[..., Any]]:
         page.context.close()
 
 
+@pytest.fixture(scope="session")
+def session_cookies() -> dict[tuple[str, str], str]:
+    """Logins made so far, by (server database, user): like tabs of one browser,
+    pages of a user share a session (and the tests skip a password hash)."""
+    return {}
+
+
 @pytest.fixture
-def open_dashboard(open_page) -> Callable[..., Dashboard]:
+def open_dashboard(open_page, session_cookies) -> Iterator[Callable[..., Dashboard]]:
     """Factory: ``open_dashboard(server, "alice")`` -> the dashboard, logged in.
 
     The session cookie comes from the real login form (``session_cookie``).
-    ``query`` is appended to ``/``; ``before`` as in `open_page`.
+    ``query`` is appended to ``/``; ``before`` as in `open_page`. At the end,
+    no dashboard may have thrown an uncaught error.
     """
+    dashboards: list[Dashboard] = []
 
     def open_(server: LiveServer, user: str, query: str = "", before=None) -> Dashboard:
-        name, value = server.session_cookie(user).split("=", 1)
+        key = (str(server.database), user)
+        if key not in session_cookies:
+            session_cookies[key] = server.session_cookie(user)
+        name, value = session_cookies[key].split("=", 1)
         cookie = {"name": name, "value": value, "url": server.url}
         page = open_page(f"{server.url}/{query}", cookies=[cookie], before=before)
-        return Dashboard(page, server, user)
+        dashboards.append(Dashboard(page, server, user))
+        return dashboards[-1]
 
-    return open_
+    yield open_
+    for dashboard in dashboards:
+        assert dashboard.page.errors == [], f"{dashboard.user}'s page threw errors"
