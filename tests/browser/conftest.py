@@ -28,6 +28,7 @@ from django.conf import settings
 
 from tests.browser.dashboard import Dashboard
 from tests.browser.foreign_site import ForeignSite, serve_foreign_site
+from tests.browser.support import playwright_api, skip_or_fail
 from tests.e2e import conftest as e2e
 from tests.support.live_server import PROJECT_ROOT, LiveServer
 
@@ -49,13 +50,6 @@ CHROMIUM_ARGS = [
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "browser"
 
 
-def skip_or_fail(flag: str, reason: str) -> None:
-    """Skip for `reason`, or fail when the CI flag `flag` requires the thing."""
-    if os.environ.get(flag) == "1":
-        pytest.fail(f"{flag}=1 but {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def server_kind() -> str:
     """One ASGI server is enough here (see the module docstring)."""
@@ -65,10 +59,7 @@ def server_kind() -> str:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     """Headless Chromium for the whole session."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        skip_or_fail("SYNC_REQUIRE_BROWSER", "the playwright package is missing")
+    sync_playwright = playwright_api().sync_playwright
     if not os.access(CHROMIUM, os.X_OK):
         skip_or_fail(
             "SYNC_REQUIRE_BROWSER",

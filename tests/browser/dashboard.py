@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from playwright.sync_api import Locator, Page, expect
-
+from tests.browser.support import playwright_api
 from tests.support.live_server import LiveServer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator, Page
 
 # Longest wait for something that should happen at once (a loaded CI machine).
 SHOWN_TIMEOUT_MS = 10_000
@@ -20,6 +22,11 @@ SHOWS_CONNECTION = """([state, transport]) => {
   const text = (id) => document.querySelector(`[data-testid=${id}]`).textContent;
   return text("connection-state") === state && text("transport") === transport;
 }"""
+
+
+def expect(target: Any):
+    """Playwright's ``expect``, imported when first used (see support.py)."""
+    return playwright_api().expect(target)
 
 
 class Dashboard:

@@ -9,9 +9,7 @@ check) and the polling fallback (CORS), even with a valid token in hand.
 
 from __future__ import annotations
 
-from playwright.sync_api import expect
-
-from tests.browser.dashboard import RECONNECT_TIMEOUT_MS, SHOWN_TIMEOUT_MS
+from tests.browser.dashboard import RECONNECT_TIMEOUT_MS, SHOWN_TIMEOUT_MS, expect
 from tests.browser.test_dashboard import SETTLE_MS, marker
 
 # Long enough for the refused client to try WebSocket, then polling, again.

@@ -12,9 +12,7 @@ import re
 import uuid
 from typing import Any
 
-from playwright.sync_api import expect
-
-from tests.browser.dashboard import RECONNECT_TIMEOUT_MS, SHOWN_TIMEOUT_MS
+from tests.browser.dashboard import RECONNECT_TIMEOUT_MS, SHOWN_TIMEOUT_MS, expect
 from tests.support.live_server import LiveServer
 
 XSS = "<img src=x onerror=alert(1)>"
