@@ -643,6 +643,7 @@ class WebSocketTransport {
   private socket: WebSocketLike | null = null;
   private readonly pending = new Map<string, PendingAnswer[]>();
   private lastFrameAt = 0;
+  private framesReceived = 0;
   private silenceLimit: number | null = null;
   private watchdog: unknown = null;
   private pingTimer: unknown = null;
@@ -665,7 +666,16 @@ class WebSocketTransport {
   }
 
   open(): void {
-    const socket = new this.impl(this.url);
+    let socket: WebSocketLike;
+    try {
+      socket = new this.impl(this.url);
+    } catch (error) {
+      // A malformed URL, or ws: from an https: page (mixed content): a
+      // failed attempt like any other, reported once the caller is done.
+      this.events.error(new SyncError("websocket_error", asSyncError(error).message));
+      this.clock.setTimeout(() => this.events.closed(this, 1006, "closed"), 0);
+      return;
+    }
     this.socket = socket;
     socket.onmessage = (event) => this.receive(event.data);
     socket.onclose = (event) => this.ended(event.code, "closed");
@@ -697,10 +707,11 @@ class WebSocketTransport {
         timer: null,
       },
     ]);
+    const framesBefore = this.framesReceived;
     this.sendFrame({ type: "ping", id });
     this.clock.setTimeout(() => {
       this.pending.delete(id);
-      if (this.isUp && this.lastFrameAt < sentAt) this.giveUp("heartbeat_timeout");
+      if (this.isUp && this.framesReceived === framesBefore) this.giveUp("heartbeat_timeout");
     }, this.settings.requestTimeout);
   }
 
@@ -738,6 +749,7 @@ class WebSocketTransport {
   private receive(data: unknown): void {
     if (this.socket === null || typeof data !== "string") return;
     this.lastFrameAt = this.clock.now();
+    this.framesReceived += 1;
     const frame = parseJson(data);
     if (!isRecord(frame)) return;
     if (isMessage(frame)) {
@@ -1091,8 +1103,9 @@ export class ConnectionManager {
 
   /**
    * Start connecting (WebSocket first). Resolves once connected by either
-   * transport; rejects if the manager fails or is disconnected first. Calling
-   * it again while running returns a promise for the same connection.
+   * transport; rejects with a SyncError if the manager fails or is
+   * disconnected first (catch it: the state events report the same). Calling
+   * it again while running waits for the same connection.
    */
   connect(): Promise<void> {
     if (this.running && this.state === "connected") return Promise.resolve();
@@ -1388,6 +1401,10 @@ export class ConnectionManager {
   // Polling --------------------------------------------------------------------
 
   private startPolling(): void {
+    if (this.fetchImpl === null) {
+      this.fail("unreachable", new SyncError("unreachable", "No fetch to poll with."));
+      return;
+    }
     this.setState("connecting", "polling", null);
     const poller = new PollingTransport(this.httpApi(), this.clock, this.options.pollingInterval, {
       request: (first) => this.pollRequest(first),

@@ -240,3 +240,49 @@ describe("WebSocket connection", () => {
     assert.equal(h.http.calls.length, 0);
   });
 });
+
+describe("WebSocket failures", () => {
+  it("counts a WebSocket the browser refuses to create as a failed attempt", async () => {
+    const h = harness({
+      WebSocketImpl: class {
+        constructor() {
+          throw new Error("SecurityError: insecure WebSocket from an https page");
+        }
+      } as never,
+    });
+    void h.manager.connect();
+    await h.clock.advance(0);
+    assert.deepEqual(h.errors, ["websocket_error"]);
+    assert.equal(h.manager.getState(), "disconnected");
+    await h.clock.advance(60_000);
+    await h.clock.advance(60_000);
+    assert.equal(h.manager.getQuality().transport, null);
+    assert.ok(h.http.calls.length >= 1, "fell back to polling");
+  });
+
+  it("when the network returns, replaces a connected socket that no longer answers", async () => {
+    const h = harness({ requestTimeout: 3000 });
+    void h.manager.connect();
+    const socket = h.lastSocket();
+    socket.welcome();
+    h.environment.fire("online");
+    const ping = socket.sentOf("ping")[0];
+    assert.ok(ping, "a ping checks the socket");
+    await h.clock.advance(3000);
+    assert.equal(socket.closedByClient, 4000);
+    assert.equal(h.states[h.states.length - 1].reason, "heartbeat_timeout");
+  });
+
+  it("keeps a connected socket that answers the check", async () => {
+    const h = harness({ requestTimeout: 3000 });
+    void h.manager.connect();
+    const socket = h.lastSocket();
+    socket.welcome();
+    h.environment.fire("visible");
+    const ping = socket.sentOf("ping")[0];
+    socket.frame({ type: "pong", correlationId: ping.id, timestamp: 1 });
+    await h.clock.advance(3000);
+    assert.equal(socket.closedByClient, null);
+    assert.equal(h.manager.getState(), "connected");
+  });
+});

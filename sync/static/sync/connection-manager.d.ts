@@ -328,8 +328,9 @@ export declare class ConnectionManager {
     constructor(options?: Partial<ConnectionOptions>);
     /**
      * Start connecting (WebSocket first). Resolves once connected by either
-     * transport; rejects if the manager fails or is disconnected first. Calling
-     * it again while running returns a promise for the same connection.
+     * transport; rejects with a SyncError if the manager fails or is
+     * disconnected first (catch it: the state events report the same). Calling
+     * it again while running waits for the same connection.
      */
     connect(): Promise<void>;
     /** Close every connection and stop retrying; `connect()` starts again. */

@@ -331,6 +331,7 @@ class WebSocketTransport {
         this.socket = null;
         this.pending = new Map();
         this.lastFrameAt = 0;
+        this.framesReceived = 0;
         this.silenceLimit = null;
         this.watchdog = null;
         this.pingTimer = null;
@@ -342,7 +343,17 @@ class WebSocketTransport {
         return this.upSince !== null && this.socket !== null;
     }
     open() {
-        const socket = new this.impl(this.url);
+        let socket;
+        try {
+            socket = new this.impl(this.url);
+        }
+        catch (error) {
+            // A malformed URL, or ws: from an https: page (mixed content): a
+            // failed attempt like any other, reported once the caller is done.
+            this.events.error(new SyncError("websocket_error", asSyncError(error).message));
+            this.clock.setTimeout(() => this.events.closed(this, 1006, "closed"), 0);
+            return;
+        }
         this.socket = socket;
         socket.onmessage = (event) => this.receive(event.data);
         socket.onclose = (event) => this.ended(event.code, "closed");
@@ -371,10 +382,11 @@ class WebSocketTransport {
                 timer: null,
             },
         ]);
+        const framesBefore = this.framesReceived;
         this.sendFrame({ type: "ping", id });
         this.clock.setTimeout(() => {
             this.pending.delete(id);
-            if (this.isUp && this.lastFrameAt < sentAt)
+            if (this.isUp && this.framesReceived === framesBefore)
                 this.giveUp("heartbeat_timeout");
         }, this.settings.requestTimeout);
     }
@@ -411,6 +423,7 @@ class WebSocketTransport {
         if (this.socket === null || typeof data !== "string")
             return;
         this.lastFrameAt = this.clock.now();
+        this.framesReceived += 1;
         const frame = parseJson(data);
         if (!isRecord(frame))
             return;
@@ -740,8 +753,9 @@ export class ConnectionManager {
     // Public API -----------------------------------------------------------------
     /**
      * Start connecting (WebSocket first). Resolves once connected by either
-     * transport; rejects if the manager fails or is disconnected first. Calling
-     * it again while running returns a promise for the same connection.
+     * transport; rejects with a SyncError if the manager fails or is
+     * disconnected first (catch it: the state events report the same). Calling
+     * it again while running waits for the same connection.
      */
     connect() {
         if (this.running && this.state === "connected")
@@ -1027,6 +1041,10 @@ export class ConnectionManager {
     }
     // Polling --------------------------------------------------------------------
     startPolling() {
+        if (this.fetchImpl === null) {
+            this.fail("unreachable", new SyncError("unreachable", "No fetch to poll with."));
+            return;
+        }
         this.setState("connecting", "polling", null);
         const poller = new PollingTransport(this.httpApi(), this.clock, this.options.pollingInterval, {
             request: (first) => this.pollRequest(first),
