@@ -76,13 +76,20 @@ class Dashboard:
             topics=topics,
         )
 
-    def submit(self, form_id: str, result_id: str, **fields: Any) -> str:
+    def subscribe(self, topics: str) -> str:
+        """Subscribe to `topics` with the topics form; return what it answered."""
+        return self.submit("topics-form", "topics-result", "Subscribe", topics=topics)
+
+    def submit(
+        self, form_id: str, result_id: str, button: str | None = None, **fields: Any
+    ) -> str:
+        """Fill `fields`, press `button` (the only one if None), read the answer."""
         form = self.part(form_id)
         for name, value in fields.items():
             text = value if isinstance(value, str) else json.dumps(value)
             form.locator(f"[name={name}]").fill(text)
         result = self.part(result_id)
         result.evaluate("output => { output.textContent = '' }")
-        form.get_by_role("button").click()
+        form.get_by_role("button", name=button, exact=True).click()
         expect(result).not_to_be_empty(timeout=SHOWN_TIMEOUT_MS)
         return result.inner_text()

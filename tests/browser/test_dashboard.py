@@ -210,11 +210,16 @@ def test_the_staff_broadcast_form_reaches_others_and_a_forged_one_is_refused(
     staff = open_dashboard(sync_server, "carol")
     reader = open_dashboard(sync_server, "bob")
     reader.expect_connection("websocket")
-    text = marker("announced")
-    answer = staff.broadcast("announcement", {"title": text})
+    assert reader.subscribe("ops") == "Subscribed to: ops."
+    to_all, to_ops, to_dev = marker("all"), marker("ops"), marker("dev")
+    answer = staff.broadcast("announcement", {"title": to_all})
     assert answer.startswith("broadcast: msg_"), answer
-    reader.expect_message(text)
-    expect(reader.part("notifications")).to_contain_text(text)
+    staff.broadcast("announcement", {"title": to_dev}, topics="dev")
+    staff.broadcast("announcement", {"title": to_ops}, topics="ops, qa")
+    reader.expect_message(to_all)
+    reader.expect_message(to_ops)
+    expect(reader.part("notifications")).to_contain_text(to_ops)
+    reader.expect_no_message(to_dev)  # sent before the one to ops, which is here
 
     expect(reader.part("broadcast-form")).to_have_count(0)
     for with_csrf_token, code in ((True, "permission_denied"), (False, "csrf_failed")):

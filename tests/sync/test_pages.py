@@ -59,6 +59,7 @@ def test_only_staff_get_the_broadcast_form(user, staff, username, has_form):
     assert ('id="broadcast-form"' in page) is has_form
     assert ('href="/admin/"' in page) is has_form
     assert 'id="send-form"' in page
+    assert 'id="topics-form"' in page
 
 
 def test_a_username_with_markup_is_escaped(django_user_model):

@@ -44,20 +44,25 @@ function csrfToken() {
   return document.querySelector("input[name=csrfmiddlewaretoken]").value;
 }
 
+/** The state in the words of the spec, then why and when the next try is. */
 function showState(state, change) {
   const element = byId("connection-state");
   element.textContent = state;
   element.dataset.state = state;
-  const retry = change?.retryInMs == null ? "" : `retry in ${(change.retryInMs / 1000).toFixed(1)} s`;
-  byId("connection-detail").textContent = [change?.reason, retry].filter(Boolean).join(", ");
+  const detail = [change?.reason];
+  if (change?.retryInMs != null) {
+    detail.push(`retry in ${(change.retryInMs / 1000).toFixed(1)} s`);
+  }
+  byId("connection-detail").textContent = detail.filter(Boolean).join(", ");
 }
 
 function showQuality(quality) {
+  const latency = quality.latencyMs;
   byId("transport").textContent = quality.transport ?? "none";
   byId("latency").textContent =
-    quality.latencyMs == null ? "not measured yet" : `${Math.round(quality.latencyMs)} ms`;
-  byId("reconnect-attempts").textContent = String(quality.reconnectAttempts ?? 0);
-  byId("messages-received").textContent = String(quality.messagesReceived ?? 0);
+    latency == null ? "not measured yet" : `${Math.round(latency)} ms`;
+  byId("reconnect-attempts").textContent = String(quality.reconnectAttempts);
+  byId("messages-received").textContent = String(quality.messagesReceived);
 }
 
 /** A new element with `text` as its text; `className` optional. */
@@ -126,7 +131,9 @@ function renderOrders() {
 }
 
 function isNotification(type) {
-  return type.startsWith("notification.") || type === "announcement" || type === "error";
+  return (
+    type.startsWith("notification.") || type === "announcement" || type === "error"
+  );
 }
 
 /** The human part of a notification: its title/message/text, else its JSON. */
@@ -180,14 +187,24 @@ function showOutcome(output, ok, text) {
 
 function showError(output, error) {
   const code = error?.code ?? "network_error";
-  showOutcome(output, false, `error: ${code}${error?.message ? ` (${error.message})` : ""}`);
+  const message = error?.message ? ` (${error.message})` : "";
+  showOutcome(output, false, `error: ${code}${message}`);
+}
+
+/** The topics typed in a comma-separated field. */
+function topicsOf(field) {
+  return field.value
+    .split(",")
+    .map((topic) => topic.trim())
+    .filter(Boolean);
 }
 
 async function submitSend(client, form) {
   const output = byId("send-result");
   try {
     const payload = parsePayload(form.elements.payload.value);
-    const ack = await client.send({ type: form.elements.type.value.trim(), payload });
+    const type = form.elements.type.value.trim();
+    const ack = await client.send({ type, payload });
     showOutcome(output, true, `sent: ${ack.messageId}`);
   } catch (error) {
     showError(output, error);
@@ -214,12 +231,24 @@ async function submitBroadcast(form) {
   const output = byId("broadcast-result");
   try {
     const payload = parsePayload(form.elements.payload.value);
-    const topics = form.elements.topics.value
-      .split(",")
-      .map((topic) => topic.trim())
-      .filter(Boolean);
-    const answer = await postBroadcast(form.elements.type.value.trim(), payload, topics);
+    const type = form.elements.type.value.trim();
+    const topics = topicsOf(form.elements.topics);
+    const answer = await postBroadcast(type, payload, topics);
     showOutcome(output, true, `broadcast: ${answer.messageId}`);
+  } catch (error) {
+    showError(output, error);
+  }
+}
+
+/** Subscribe or unsubscribe (the button pressed), then show every topic now. */
+async function submitTopics(client, form, action) {
+  const output = byId("topics-result");
+  try {
+    const topics = topicsOf(form.elements.topics);
+    const change = action === "unsubscribe" ? client.unsubscribe : client.subscribe;
+    const now = await change.call(client, topics);
+    const list = now.length ? `: ${now.join(", ")}` : " no topic";
+    showOutcome(output, true, `Subscribed to${list}.`);
   } catch (error) {
     showError(output, error);
   }
@@ -228,7 +257,7 @@ async function submitBroadcast(form) {
 function onSubmit(form, handler) {
   form?.addEventListener("submit", (event) => {
     event.preventDefault();
-    handler(form);
+    handler(form, event.submitter?.value);
   });
 }
 
@@ -247,6 +276,9 @@ function start() {
     refresh();
   });
   onSubmit(byId("send-form"), (form) => submitSend(client, form));
+  onSubmit(byId("topics-form"), (form, action) =>
+    submitTopics(client, form, action),
+  );
   onSubmit(byId("broadcast-form"), submitBroadcast);
   setInterval(refresh, QUALITY_REFRESH_MS);
   // Failures show in the state; the promise has nothing to add.
