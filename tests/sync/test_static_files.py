@@ -22,6 +22,8 @@ def test_a_static_file_is_served_with_its_type_and_bytes(db):
     response = Client().get(CSS_URL)
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/css")
+    # Public files: a page on another origin may import the client module.
+    assert response["Access-Control-Allow-Origin"] == "*"
     assert body_of(response) == (STATIC_DIR / "dashboard.css").read_bytes()
 
 
