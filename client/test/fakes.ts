@@ -109,10 +109,11 @@ export class FakeSocket implements WebSocketLike {
     this.onmessage?.({ data: JSON.stringify(frame) });
   }
 
-  /** The server (or the network) ends the connection with `code`. */
+  /** The server (or the network) ends the connection with `code`; as in
+   * browsers, an abnormal end (1006) fires `error` first. */
   end(code: number): void {
     this.readyState = 3;
-    this.onerror?.({});
+    if (code === 1006) this.onerror?.({});
     this.onclose?.({ code });
   }
 

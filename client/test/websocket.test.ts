@@ -4,6 +4,10 @@ import { describe, it } from "node:test";
 import { SyncError } from "../src/connection-manager.js";
 import { harness, message, settle } from "./fakes.js";
 
+function lastRetryIn(h: ReturnType<typeof harness>): number {
+  return h.states[h.states.length - 1].retryInMs ?? 0;
+}
+
 describe("WebSocket connection", () => {
   it("goes connecting, then connected once the server says established", async () => {
     const h = harness({ topics: ["ops"], token: "t0k" });
@@ -258,6 +262,18 @@ describe("WebSocket failures", () => {
     await h.clock.advance(60_000);
     assert.equal(h.manager.getQuality().transport, null);
     assert.ok(h.http.calls.length >= 1, "fell back to polling");
+  });
+
+  it("fails at once on an error event, even when no close event follows", async () => {
+    const h = harness();
+    void h.manager.connect();
+    h.lastSocket().onerror?.({}); // Node's WebSocket on a refused handshake
+    assert.equal(h.manager.getState(), "disconnected");
+    await h.clock.advance(lastRetryIn(h));
+    assert.equal(h.sockets.length, 2);
+    h.lastSocket().onerror?.({});
+    h.lastSocket().onclose?.({ code: 1006 }); // a browser's close, after: ignored
+    assert.equal(h.states.filter((s) => s.state === "disconnected").length, 2);
   });
 
   it("when the network returns, replaces a connected socket that no longer answers", async () => {

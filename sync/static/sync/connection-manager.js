@@ -357,7 +357,9 @@ class WebSocketTransport {
         this.socket = socket;
         socket.onmessage = (event) => this.receive(event.data);
         socket.onclose = (event) => this.ended(event.code, "closed");
-        socket.onerror = () => { }; // a close event always follows, with the code
+        // An error event only ever comes with an abnormal end (code 1006), and
+        // some implementations (Node's) never send the close event after it.
+        socket.onerror = () => this.ended(1006, "closed");
         this.connectTimer = this.clock.setTimeout(() => this.giveUp("closed"), this.settings.connectTimeout);
     }
     /** Close on the client's initiative; no `closed` event follows. */
