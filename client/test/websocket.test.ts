@@ -245,6 +245,26 @@ describe("WebSocket connection", () => {
   });
 });
 
+describe("Starting again", () => {
+  it("connect() after disconnect() resumes from the last cursor, with no duplicate", async () => {
+    const h = harness();
+    void h.manager.connect();
+    h.lastSocket().welcome();
+    h.lastSocket().frame({ ...message(1) });
+    h.manager.disconnect();
+    const again = h.manager.connect();
+    assert.equal(h.lastSocket().query.get("cursor"), "cursor-1");
+    h.lastSocket().welcome({ recovered: true });
+    await again;
+    h.lastSocket().frame({ ...message(1) });
+    h.lastSocket().frame({ ...message(2) });
+    assert.deepEqual(
+      h.received.map((m) => m.id),
+      ["msg_1", "msg_2"],
+    );
+  });
+});
+
 describe("WebSocket failures", () => {
   it("counts a WebSocket the browser refuses to create as a failed attempt", async () => {
     const h = harness({
