@@ -746,9 +746,10 @@ export class ConnectionManager {
         this.webSocketImpl =
             this.options.WebSocketImpl ??
                 (globalThis.WebSocket || null);
-        const globalFetch = globalThis.fetch;
-        this.fetchImpl =
-            this.options.fetchImpl ?? (globalFetch ? (url, init) => globalFetch(url, init) : null);
+        const fetchImpl = this.options.fetchImpl ?? globalThis.fetch;
+        // Called as a plain function: `window.fetch` called as a method of
+        // another object throws "Illegal invocation".
+        this.fetchImpl = fetchImpl ? (url, init) => fetchImpl(url, init) : null;
         const environment = this.options.environment;
         this.environment = environment === "browser" ? browserEnvironment() : environment;
     }
