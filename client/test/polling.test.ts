@@ -37,6 +37,18 @@ describe("Long polling", () => {
     assert.deepEqual(h.resyncs, ["gap"]);
   });
 
+  it("after WebSocket failed, polls from when connect() was called", async () => {
+    const h = harness();
+    const askedAt = h.clock.now();
+    void h.manager.connect();
+    await h.clock.advance(10_000); // connectTimeout
+    await h.clock.advance(10_000);
+    await h.clock.advance(10_000);
+    const poll = h.http.last();
+    assert.ok(h.clock.now() > askedAt + 20_000);
+    assert.equal(poll.url.searchParams.get("since"), String(askedAt));
+  });
+
   it("asks again at once while the server says hasMore, else after pollingInterval", async () => {
     const h = pollingHarness({ pollingInterval: 1000 });
     void h.manager.connect();

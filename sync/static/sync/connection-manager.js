@@ -767,6 +767,10 @@ export class ConnectionManager {
             this.waiters.push({ resolve, reject });
         });
         if (!this.running || this.state === "failed") {
+            // Without a cursor, polling (if it comes to that) starts from now, the
+            // moment the page asked, not from when WebSocket had failed.
+            if (this.cursor === null && this.since === null)
+                this.since = this.clock.now();
             this.running = true;
             this.listenToPage();
             this.restart();
@@ -1061,8 +1065,8 @@ export class ConnectionManager {
     }
     pollRequest(first) {
         if (this.cursor === null && this.since === null) {
-            // No position yet: from now on, by the client's clock (the server
-            // refuses one over a minute ahead: see pollFailed).
+            // No position: from now on, by the client's clock (the server refuses
+            // one over a minute ahead of its own: see pollFailed).
             this.since = this.clock.now();
         }
         return {
