@@ -78,6 +78,20 @@ describe("send()", () => {
     assert.deepEqual(await sent, { messageId: "m9", timestamp: 9, via: "http" });
   });
 
+  it("same-origin: reads Django's csrftoken cookie for X-CSRFToken", async () => {
+    const scope = globalThis as { document?: { cookie: string } };
+    scope.document = { cookie: "theme=dark; csrftoken=from%20cookie; other=1" };
+    try {
+      const h = harness({ websocket: false });
+      const sent = h.manager.send({ type: "chat.message", payload: {} });
+      assert.equal(h.http.last("/send").headers["X-CSRFToken"], "from cookie");
+      h.http.last("/send").answer(201, { success: true, messageId: "m", timestamp: 1 });
+      await sent;
+    } finally {
+      delete scope.document;
+    }
+  });
+
   it("without WebSocket: rejects with the error envelope's code and status", async () => {
     const h = harness({ websocket: false, token: "t0k" });
     void h.manager.connect();

@@ -245,6 +245,50 @@ describe("WebSocket connection", () => {
   });
 });
 
+describe("Listeners", () => {
+  it("one that throws stops neither the others nor the connection", async () => {
+    const thrown: unknown[] = [];
+    const realSetTimeout = globalThis.setTimeout;
+    // The client rethrows a listener's error from a timer, for the console.
+    globalThis.setTimeout = ((callback: () => void) => {
+      try {
+        callback();
+      } catch (error) {
+        thrown.push(error);
+      }
+    }) as typeof setTimeout;
+    try {
+      const h = harness();
+      h.manager.onMessage(() => {
+        throw new Error("a bug in the page");
+      });
+      const after: string[] = [];
+      h.manager.onMessage((m) => after.push(m.id));
+      void h.manager.connect();
+      h.lastSocket().welcome();
+      h.lastSocket().frame({ ...message(1) });
+      h.lastSocket().frame({ ...message(2) });
+      assert.deepEqual(after, ["msg_1", "msg_2"]);
+      assert.equal(thrown.length, 2);
+      assert.equal(h.manager.getState(), "connected");
+    } finally {
+      globalThis.setTimeout = realSetTimeout;
+    }
+  });
+
+  it("each on…() returns a function that removes the listener", async () => {
+    const h = harness();
+    const seen: string[] = [];
+    const stop = h.manager.onMessage((m) => seen.push(m.id));
+    void h.manager.connect();
+    h.lastSocket().welcome();
+    h.lastSocket().frame({ ...message(1) });
+    stop();
+    h.lastSocket().frame({ ...message(2) });
+    assert.deepEqual(seen, ["msg_1"]);
+  });
+});
+
 describe("Starting again", () => {
   it("connect() after disconnect() resumes from the last cursor, with no duplicate", async () => {
     const h = harness();
