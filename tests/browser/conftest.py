@@ -56,9 +56,14 @@ def server_kind() -> str:
     return "uvicorn"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    """Headless Chromium for the whole session."""
+    """Headless Chromium for the tests of this folder.
+
+    Not for the whole session: between its calls Playwright's sync API leaves
+    its event loop marked as running in the main thread, which would break
+    every asyncio test collected after these.
+    """
     sync_playwright = playwright_api().sync_playwright
     if not os.access(CHROMIUM, os.X_OK):
         skip_or_fail(
@@ -120,11 +125,18 @@ def artifact_name(node_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", node_id.split("::", 1)[-1])
 
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     """Photograph every page the test opened, as it ended (passed or not),
     before teardown stops its servers."""
-    yield
+    try:
+        return (yield)
+    finally:
+        photograph(item)
+
+
+def photograph(item) -> None:
+    """A full-page screenshot of each page of `item` in ARTIFACTS."""
     pages = getattr(item, "browser_pages", [])
     if pages:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -138,20 +150,17 @@ def pytest_runtest_call(item):
 def open_page(request, browser) -> Iterator[Callable[..., Any]]:
     """Factory: ``open_page(url)`` -> a Playwright page in a fresh context.
 
-    ``cookies`` are set first; ``before`` is called with the context before
-    the page loads (routes). Dialogs (``alert``…) are recorded in
+    ``cookies`` are set first. Dialogs (``alert``…) are recorded in
     ``page.dialogs`` and dismissed, uncaught errors in ``page.errors``. Each
     page is photographed when the test ends, then its context is closed.
     """
     opened: list[Any] = []
     request.node.browser_pages = opened
 
-    def open_(url: str, cookies: list[dict] | None = None, before=None) -> Any:
+    def open_(url: str, cookies: list[dict] | None = None) -> Any:
         context = browser.new_context()
         if cookies:
             context.add_cookies(cookies)
-        if before is not None:
-            before(context)
         page = context.new_page()
         page.dialogs = []
         page.errors = []
@@ -178,18 +187,18 @@ def open_dashboard(open_page, session_cookies) -> Iterator[Callable[..., Dashboa
     """Factory: ``open_dashboard(server, "alice")`` -> the dashboard, logged in.
 
     The session cookie comes from the real login form (``session_cookie``).
-    ``query`` is appended to ``/``; ``before`` as in `open_page`. At the end,
+    ``query`` is appended to ``/``. At the end,
     no dashboard may have thrown an uncaught error.
     """
     dashboards: list[Dashboard] = []
 
-    def open_(server: LiveServer, user: str, query: str = "", before=None) -> Dashboard:
+    def open_(server: LiveServer, user: str, query: str = "") -> Dashboard:
         key = (str(server.database), user)
         if key not in session_cookies:
             session_cookies[key] = server.session_cookie(user)
         name, value = session_cookies[key].split("=", 1)
         cookie = {"name": name, "value": value, "url": server.url}
-        page = open_page(f"{server.url}/{query}", cookies=[cookie], before=before)
+        page = open_page(f"{server.url}/{query}", cookies=[cookie])
         dashboards.append(Dashboard(page, server, user))
         return dashboards[-1]
 

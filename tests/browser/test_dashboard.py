@@ -24,14 +24,15 @@ SETTLE_MS = 500
 # the defaults' 30 s: the tests watch reconnections, not the backoff.
 QUICK_RETRIES = "?reconnectDelay=200&maxReconnectDelay=1000&fallbackRetryInterval=1000"
 
+# Calls of RealtimeSync (SPEC §6) for one user: [[method, [arguments…]], …].
 PUBLISH = """
 import json
 from django.contrib.auth import get_user_model
 from sync.services import get_realtime_sync
 
 user = get_user_model().objects.get(username=%r)
-for type, payload in json.loads(%r):
-    get_realtime_sync().publish(type, payload, user.pk)
+for method, arguments in json.loads(%r):
+    getattr(get_realtime_sync(), method)(*arguments, user.pk)
 """
 
 
@@ -41,19 +42,24 @@ def marker(label: str) -> str:
 
 
 def publish_from_another_process(
-    server: LiveServer, user: str, messages: list[tuple[str, dict[str, Any]]]
+    server: LiveServer, user: str, calls: list[tuple[str, list[Any]]]
 ) -> None:
     """Publish through the Python service API in a ``manage.py shell`` process.
 
     That process shares only the Redis store with the server, as a worker or
     a management command would.
     """
-    server.shell(PUBLISH % (user, json.dumps(messages)))
+    server.shell(PUBLISH % (user, json.dumps(calls)))
 
 
-def order_update(order: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """What ``publish_data_update("orders", order, user_id)`` publishes."""
-    return "data.updated", {"section": "orders", "data": order}
+def order_update(order: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``publish_data_update("orders", order, user_id)``."""
+    return "publish_data_update", ["orders", order]
+
+
+def notification(title: str) -> tuple[str, list[Any]]:
+    """``publish("notification.new", {"title": title}, user_id)``."""
+    return "publish", ["notification.new", {"title": title}]
 
 
 def test_connects_by_websocket_and_shows_a_data_update_published_server_side(
@@ -123,7 +129,7 @@ def test_after_a_restart_it_reconnects_and_shows_what_was_sent_meanwhile_once(
     )
     while_down = [marker(f"down{number}") for number in range(3)]
     publish_from_another_process(
-        server, "alice", [("notification.new", {"title": text}) for text in while_down]
+        server, "alice", [notification(text) for text in while_down]
     )
     server.restart()
 
