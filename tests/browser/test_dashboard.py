@@ -97,6 +97,10 @@ def test_falls_back_to_polling_without_websocket_and_returns_when_it_is_back(
     while_polling = marker("polled")
     server.send("alice", "chat.message", {"text": while_polling})
     dashboard.expect_message(while_polling)
+    # The send form works too: POST /send with the session and CSRF token.
+    from_page = marker("posted")
+    assert dashboard.send("chat.message", {"text": from_page}).startswith("sent: ")
+    dashboard.expect_message(from_page)
 
     server.overrides["SYNC_WEBSOCKET_ENABLED"] = "1"
     server.restart()
@@ -105,8 +109,8 @@ def test_falls_back_to_polling_without_websocket_and_returns_when_it_is_back(
     server.send("alice", "chat.message", {"text": over_websocket})
     dashboard.expect_message(over_websocket)
     dashboard.page.wait_for_timeout(SETTLE_MS)
-    dashboard.expect_message(while_polling)  # still once
-    dashboard.expect_message(over_websocket)
+    for text in (while_polling, from_page, over_websocket):
+        dashboard.expect_message(text)  # still once
 
 
 def test_after_a_restart_it_reconnects_and_shows_what_was_sent_meanwhile_once(
