@@ -44,9 +44,9 @@ from sync.services.paging import (
 __all__ = [
     "BROADCAST",
     "USER",
+    "InstanceFigures",
     "MemoryMessageStore",
     "MessageStore",
-    "InstanceFigures",
     "ReadResult",
     "StoreStats",
     "StoredMessage",
