@@ -50,3 +50,6 @@ class Monitor(models.Model):
         verbose_name = "monitor"
         verbose_name_plural = "Realtime sync monitor"
         default_permissions = ()
+
+    def __str__(self) -> str:
+        return "Realtime sync monitor"

@@ -56,7 +56,8 @@ def snapshot(sync: RealtimeSync, *, largest: int = LARGEST_QUEUES) -> dict[str, 
             "backend": "redis" if sync.store.shared else "memory",
             "messageTtl": sync_settings.MESSAGE_TTL,
             "queueMaxMessages": sync_settings.QUEUE_MAX_MESSAGES,
-            "bytes": store_stats.total_bytes,
+            # Charged against STORE_MAX_BYTES: the memory store's measure only.
+            "bytes": None if sync.store.shared else store_stats.total_bytes,
         },
         "queues": {
             "largest": largest_queues(store_stats, largest),
