@@ -8,11 +8,14 @@ management command's process holds no sockets).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
+
+from django.core.exceptions import ValidationError
 
 from sync.clock import now_ms
 from sync.conf import sync_settings
-from sync.services.message_queue import StoreStats
+from sync.services.message_queue import BROADCAST, StoreStats
 from sync.services.polling import waiting_polls
 from sync.services.realtime import RealtimeSync
 
@@ -41,9 +44,28 @@ def status_figures(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def largest_queues(store_stats: StoreStats, limit: int) -> list[dict[str, Any]]:
-    """Up to `limit` queues by size, largest first (ties by name)."""
+    """Up to `limit` queues by size, largest first (ties by name), with the
+    username of each user queue (None: broadcasts, or a deleted user)."""
     ranked = sorted(store_stats.queue_sizes.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [{"queue": name, "messages": size} for name, size in ranked[:limit]]
+    names = usernames([name for name, _ in ranked[:limit] if name != BROADCAST])
+    return [
+        {"queue": name, "messages": size, "username": names.get(name)}
+        for name, size in ranked[:limit]
+    ]
+
+
+def usernames(user_ids: list[str]) -> dict[str, str]:
+    """Usernames of the users among `user_ids` that exist, by id."""
+    # Imported here so the service layer can load before the app registry.
+    from django.contrib.auth import get_user_model
+
+    model = get_user_model()
+    keys = []
+    for user_id in user_ids:
+        with contextlib.suppress(ValidationError):  # not an id of this model
+            keys.append(model._meta.pk.to_python(user_id))
+    found = model.objects.filter(pk__in=keys).values_list("pk", model.USERNAME_FIELD)
+    return {str(pk): username for pk, username in found}
 
 
 def snapshot(sync: RealtimeSync, *, largest: int = LARGEST_QUEUES) -> dict[str, Any]:

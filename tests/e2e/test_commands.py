@@ -95,7 +95,9 @@ async def test_commands_act_on_the_store_a_running_server_shares(redis_server):
         assert frame["payload"] == {"section": "orders", "data": {"open": 3}}
 
         figures = await stats_once_reported(server)
-        assert figures["queues"]["largest"] == [{"queue": alice, "messages": 1}]
+        assert figures["queues"]["largest"] == [
+            {"queue": alice, "messages": 1, "username": "alice"}
+        ]
         [instance] = figures["instances"]
         assert instance["connections"] == 1
 

@@ -92,7 +92,9 @@ async def test_the_monitor_shows_sockets_and_queues_largest_first(
 
     assert "Realtime sync monitor" in page
     assert 'data-figure="status.websocket.connections">1<' in page
-    assert page.index(f"user {other_user.pk}") < page.index(f"user {user.pk}")
+    assert page.index(f"user {other_user.pk} (bob)") < page.index(
+        f"user {user.pk} (alice)"
+    )
     assert figures["status"]["websocket"]["connections"] == 1
     assert figures["status"]["polling"] == {
         "enabled": True,
@@ -101,8 +103,8 @@ async def test_the_monitor_shows_sockets_and_queues_largest_first(
         "messages": 3,
     }
     assert figures["queues"]["largest"] == [
-        {"queue": str(other_user.pk), "messages": 2},
-        {"queue": str(user.pk), "messages": 1},
+        {"queue": str(other_user.pk), "messages": 2, "username": "bob"},
+        {"queue": str(user.pk), "messages": 1, "username": "alice"},
     ]
     assert figures["thisProcess"]["connections"] == 1
     assert figures["store"]["backend"] == "memory"

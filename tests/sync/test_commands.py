@@ -234,24 +234,28 @@ def add(store, user_id: str | None, number: int) -> None:
 
 async def test_sync_stats_prints_the_shared_figures(ws_connect, user, shared_store):
     await ws_connect(user)
-    for number in range(3):
-        await sync_to_async(add)(shared_store, "7", number)
-    await sync_to_async(add)(shared_store, None, 9)
+    # "ghost": a queue of no user (an id of another user model, say).
+    queues = ["ghost", "ghost", "ghost", user.pk, user.pk, None]
+    for number, user_id in enumerate(queues):
+        await sync_to_async(add)(shared_store, user_id, number)
 
     printed = await arun("sync_stats")
     figures = json.loads(await arun("sync_stats", "--json"))
 
-    assert printed.splitlines()[:5] == [
+    assert printed.splitlines()[:7] == [
         "Store: redis",
         "WebSocket connections: 1 open, 1 opened since start, 0 topic subscriptions",
-        "Queues: 2 holding 4 messages",
+        "Queues: 3 holding 6 messages",
         "Largest queues:",
-        "  user 7                   3",
+        "  user ghost               3",
+        f"  user {user.pk} (alice)".ljust(27) + "2",
+        "  broadcasts               1",
     ]
-    assert figures["status"]["polling"]["messages"] == 4
+    assert figures["status"]["polling"]["messages"] == 6
     assert figures["queues"]["largest"] == [
-        {"queue": "7", "messages": 3},
-        {"queue": "broadcast", "messages": 1},
+        {"queue": "ghost", "messages": 3, "username": None},
+        {"queue": str(user.pk), "messages": 2, "username": "alice"},
+        {"queue": "broadcast", "messages": 1, "username": None},
     ]
     assert "thisProcess" not in figures  # a command's process serves no socket
 

@@ -11,8 +11,11 @@ from sync.management.shared_store import shared_realtime_sync, store_errors
 from sync.services.monitoring import snapshot
 
 
-def _queue_name(queue: str) -> str:
-    return "broadcasts" if queue == "broadcast" else f"user {queue}"
+def _queue_name(row: dict[str, Any]) -> str:
+    if row["queue"] == "broadcast":
+        return "broadcasts"
+    known = f" ({row['username']})" if row["username"] else ""
+    return f"user {row['queue']}{known}"
 
 
 class Command(BaseCommand):
@@ -53,7 +56,7 @@ class Command(BaseCommand):
             "Largest queues:",
         ]
         lines += [
-            f"  {_queue_name(row['queue']):<24} {row['messages']}"
+            f"  {_queue_name(row):<24} {row['messages']}"
             for row in figures["queues"]["largest"]
         ] or ["  (none)"]
         lines.append("Live instances:")
