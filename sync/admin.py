@@ -15,8 +15,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
+from sync.admin_access import StaffOnlyAdmin, is_staff
 from sync.admin_forms import BroadcastForm
-from sync.admin_monitor import MonitorAdmin, StaffOnlyAdmin, is_staff
+from sync.admin_monitor import MonitorAdmin
 from sync.exceptions import StoreUnavailable
 from sync.models import Broadcast, Monitor
 from sync.services import get_realtime_sync

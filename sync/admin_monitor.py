@@ -8,39 +8,17 @@ with Redis they cover every instance.
 
 from __future__ import annotations
 
-from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path
 
+from sync.admin_access import StaffOnlyAdmin
 from sync.exceptions import StoreUnavailable
 from sync.services import get_realtime_sync
 from sync.services.monitoring import snapshot
 
 # How often the page asks for new figures.
 REFRESH_MILLISECONDS = 3000
-
-
-def is_staff(request: HttpRequest) -> bool:
-    """The admin's rule (and the broadcast API's): active staff members."""
-    user = request.user
-    return bool(user.is_active and user.is_staff)
-
-
-class StaffOnlyAdmin(admin.ModelAdmin):
-    """Every staff member may see these pages, as every one may broadcast."""
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return is_staff(request)
-
-    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
-        return is_staff(request)
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 class MonitorAdmin(StaffOnlyAdmin):
