@@ -35,3 +35,21 @@ class Broadcast(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} by {self.sent_by_username or 'system'}"
+
+
+class Monitor(models.Model):
+    """No table: the admin entry of the live monitoring page.
+
+    Registering it gives the page its place in the admin index and its URL,
+    /admin/sync/monitor/, the way every admin page gets them (see
+    sync.admin.MonitorAdmin); nothing is ever stored.
+    """
+
+    class Meta:
+        managed = False
+        verbose_name = "monitor"
+        verbose_name_plural = "Realtime sync monitor"
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return "Realtime sync monitor"

@@ -10,8 +10,6 @@ from rest_framework.response import Response
 
 from sync import serializers
 from sync.apiview import SyncAPIView
-from sync.clock import now_ms
-from sync.conf import sync_settings
 from sync.http_handlers import http_handler_runs
 from sync.permissions import IsStaff
 from sync.query_params import parse_poll_query
@@ -25,11 +23,11 @@ from sync.schema import (
 )
 from sync.services import get_message_queue, get_realtime_sync
 from sync.services.handlers import arun_handlers
+from sync.services.monitoring import status_figures
 from sync.services.polling import poll
 from sync.topic_access import aauthorize_topics
 from sync.validation import validate_broadcast, validate_client_message
 
-POLL_ENDPOINT = "/api/sync/poll"
 CSRF_FAILED = "csrf_failed: a session request without its CSRF token."
 
 
@@ -111,26 +109,7 @@ class StatusView(SyncAPIView):
     )
     async def get(self, request):
         stats = await get_realtime_sync().aget_stats()
-        return Response(
-            {
-                "success": True,
-                "status": {
-                    "websocket": {
-                        "enabled": sync_settings.WEBSOCKET_ENABLED,
-                        "connections": stats["websocket"]["activeConnections"],
-                        "totalConnections": stats["websocket"]["totalConnections"],
-                        "subscriptions": stats["websocket"]["subscriptions"],
-                    },
-                    "polling": {
-                        "enabled": True,
-                        "endpoint": POLL_ENDPOINT,
-                        "queues": stats["messageQueue"]["totalQueues"],
-                        "messages": stats["messageQueue"]["totalMessages"],
-                    },
-                    "lastCheck": now_ms(),
-                },
-            }
-        )
+        return Response({"success": True, "status": status_figures(stats)})
 
 
 class BroadcastView(SyncAPIView):

@@ -44,6 +44,7 @@ from sync.services.paging import (
 __all__ = [
     "BROADCAST",
     "USER",
+    "InstanceFigures",
     "MemoryMessageStore",
     "MessageStore",
     "ReadResult",
@@ -95,6 +96,16 @@ class ClusterConnections:
     opened: int = 0  # reported opened by every instance, since the cluster began
 
 
+@dataclass(frozen=True, slots=True)
+class InstanceFigures:
+    """One live server instance sharing the store, as it last reported."""
+
+    instance_id: str
+    active: int
+    subscriptions: int
+    reported_at: int  # ms
+
+
 class MessageStore(abc.ABC):
     """What every store backend provides; the rest of the project uses only this.
 
@@ -129,6 +140,21 @@ class MessageStore(abc.ABC):
     @abc.abstractmethod
     def purge_expired(self) -> int:
         """Drop expired messages from every queue; return how many."""
+
+    @abc.abstractmethod
+    def purge_messages(
+        self,
+        user_id: str | None = None,
+        *,
+        expired_only: bool = False,
+        dry_run: bool = False,
+    ) -> int:
+        """Drop the messages of `user_id`'s queue (None: of every queue,
+        broadcasts included), or only the expired ones; return how many.
+
+        With `dry_run` nothing is dropped: the count is what would be.
+        Dropped messages count as lost, so readers behind them get a gap.
+        """
 
     @abc.abstractmethod
     def stats(self) -> StoreStats:
@@ -169,6 +195,10 @@ class MessageStore(abc.ABC):
     def forget_connections(self, instance_id: str) -> None:
         """This instance is going away: drop its figures at once."""
         return None
+
+    def live_instances(self) -> list[InstanceFigures]:
+        """Every instance that reported lately (Redis); none for a local store."""
+        return []
 
     def deliver_remote_to(self, delivery: Any) -> None:
         """Hand messages other instances store to `delivery` (the hub).
@@ -267,6 +297,22 @@ class _Queue:
             self.drop_oldest()
             dropped += 1
         return dropped
+
+    def count_expired(self, now: float) -> int:
+        """How many messages drop_expired would drop now."""
+        count = 0
+        for entry in self.entries:
+            if entry.expires_at > now:
+                break
+            count += 1
+        return count
+
+    def drop_all(self) -> int:
+        """Drop every message (oldest first); return how many."""
+        count = len(self.entries)
+        for _ in range(count):
+            self.drop_oldest()
+        return count
 
     def drop_oldest(self) -> None:
         """Drop the oldest message, remembering it for gap checks."""
@@ -482,6 +528,31 @@ class MemoryMessageStore(MessageStore):
         """Drop expired messages from every queue."""
         with self._lock:
             return self._purge_expired(self._clock())
+
+    def purge_messages(
+        self,
+        user_id: str | None = None,
+        *,
+        expired_only: bool = False,
+        dry_run: bool = False,
+    ) -> int:
+        """Drop (or count) a user's messages, or every queue's; see MessageStore."""
+        with self._lock:
+            now = self._clock()
+            if user_id is None:
+                queues = [self._broadcast, *self._users.values()]
+            else:
+                queues = [self._users.get(str(user_id)) or _Queue(self._ledger)]
+            if dry_run:
+                if expired_only:
+                    return sum(queue.count_expired(now) for queue in queues)
+                return sum(len(queue.entries) for queue in queues)
+            if expired_only:
+                dropped = sum(queue.drop_expired(now) for queue in queues)
+            else:
+                dropped = sum(queue.drop_all() for queue in queues)
+            self._ledger.pop_stale()
+            return dropped
 
     def stats(self) -> StoreStats:
         """Counts over non-empty queues (``broadcast`` names the shared one)."""

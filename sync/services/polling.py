@@ -48,6 +48,11 @@ class WaitingPolls:
         with self._lock:
             return self._counts.get(user_id, 0)
 
+    def total(self) -> int:
+        """Long polls of every user waiting now (the admin monitor)."""
+        with self._lock:
+            return sum(self._counts.values())
+
 
 waiting_polls = WaitingPolls()
 

@@ -47,6 +47,7 @@ from sync.services import message_queue
 from sync.services.cursors import Position
 from sync.services.message_queue import (
     ClusterConnections,
+    InstanceFigures,
     MessageStore,
     StoreStats,
     _Waiter,
@@ -326,7 +327,7 @@ class RedisMessageStore(MessageStore):
         )
         self._sources = {
             name: _script_source(name)
-            for name in ("append", "read", "head", "purge", "stats")
+            for name in ("append", "read", "head", "purge", "purge_queues", "stats")
         }
         self._scripts = {
             name: self._client.register_script(source)
@@ -581,6 +582,37 @@ class RedisMessageStore(MessageStore):
             PURGE_BATCH_QUEUES,
         ]
 
+    def purge_messages(
+        self,
+        user_id: str | None = None,
+        *,
+        expired_only: bool = False,
+        dry_run: bool = False,
+    ) -> int:
+        """Drop (or count) a user's messages, or every queue's; see MessageStore."""
+        if user_id is None and expired_only and not dry_run:
+            return self.purge_expired()  # the expiry index finds them faster
+        now_ms = self._now_ms(self._clock())
+        mode = ["expired" if expired_only else "all", "1" if dry_run else "0"]
+        if user_id is not None:
+            args = [now_ms, message_queue.MAX_TRACKED_DROP_TOPICS, *mode]
+            return int(self._run("purge_queues", *args, f"u:{user_id}", 1, 0)[0])
+        visited, offset, total = PURGE_BATCH_QUEUES, 0, 0
+        while visited == PURGE_BATCH_QUEUES:
+            dropped, visited = self._run(
+                "purge_queues",
+                now_ms,
+                message_queue.MAX_TRACKED_DROP_TOPICS,
+                *mode,
+                "",
+                PURGE_BATCH_QUEUES,
+                offset,
+            )
+            total += int(dropped)
+            if dry_run:  # emptied queues leave the index; counted ones stay
+                offset += PURGE_BATCH_QUEUES
+        return total
+
     def _sweep_if_due(self, now: float) -> None:
         # Each instance sweeps on its own schedule; a sweep covers all queues.
         if now - self._last_sweep >= sync_settings.CLEANUP_INTERVAL:
@@ -655,6 +687,20 @@ class RedisMessageStore(MessageStore):
         with contextlib.suppress(redis.RedisError):
             self._client.zrem(live, instance_id)
             self._client.delete(figures)
+
+    def live_instances(self) -> list[InstanceFigures]:
+        """Every instance that reported within INSTANCE_SILENCE_SECONDS."""
+        live = f"{self._prefix}instances"
+        with _translate_redis_errors():
+            self._client.zremrangebyscore(live, 0, self._silence_cutoff_ms())
+            reported = self._client.zrange(live, 0, -1, withscores=True)
+            keys = [self._instance_keys(name)[1] for name, _ in reported]
+            figures = self._client.mget(keys) if keys else []
+        return [
+            InstanceFigures(name, *map(int, value.split(" ")), int(reported_at))
+            for (name, reported_at), value in zip(reported, figures, strict=True)
+            if value  # its figures expired: it stopped reporting
+        ]
 
     def _live_instances(self, client: redis.Redis, instance_id: str) -> list[str]:
         live = self._instance_keys(instance_id)[0]

@@ -748,6 +748,75 @@ async def test_a_stopping_instance_leaves_the_figures_at_once(redis_store, twin_
     assert (await twin_store.aconnections_elsewhere("b")).active == 0
 
 
+# Purging (sync_purge) and the live instances (admin monitor) ------------------
+
+
+def test_purging_a_users_queue_drops_its_messages_and_leaves_a_gap(any_store):
+    any_store.add_message(user_message("1", 1))
+    any_store.add_message(user_message("1", 2))
+    any_store.add_message(user_message("2", 3))
+    any_store.add_message(broadcast_message(4))
+
+    assert any_store.purge_messages("1", dry_run=True) == 2
+    assert any_store.stats().total_messages == 4  # a dry run drops nothing
+    assert any_store.purge_messages("1") == 2
+
+    left = any_store.read("1", since=0)
+    assert numbers(left.messages) == [4]
+    assert left.gap  # the purged messages were lost to this reader
+    assert numbers(any_store.read("2", since=0).messages) == [3, 4]
+    assert any_store.stats().queue_sizes == {"2": 1, "broadcast": 1}
+    assert any_store.purge_messages("nobody") == 0
+
+
+def test_purging_everything_empties_every_queue_in_batches(any_store, monkeypatch):
+    monkeypatch.setattr("sync.services.redis_store.PURGE_BATCH_QUEUES", 2)
+    for user in range(5):
+        any_store.add_message(user_message(str(user), user))
+    any_store.add_message(broadcast_message(9, topics=["ops"]))
+
+    assert any_store.purge_messages(dry_run=True) == 6
+    assert any_store.purge_messages() == 6
+
+    assert (any_store.stats().total_queues, any_store.stats().total_messages) == (0, 0)
+    assert any_store.read("3", since=0, topics=["ops"]).gap
+    after = any_store.head("3")
+    any_store.add_message(user_message("3", 10))
+    fresh = any_store.read("3", cursor=after)
+    assert (numbers(fresh.messages), fresh.gap) == ([10], False)
+
+
+def test_purging_expired_messages_keeps_the_live_ones(any_store, clock, sync_config):
+    sync_config(MESSAGE_TTL=10)
+    any_store.add_message(user_message("1", 1))
+    any_store.add_message(broadcast_message(2))
+    clock.advance(5)
+    any_store.add_message(user_message("1", 3))
+    any_store.add_message(user_message("2", 4))
+    clock.advance(6)  # 1 and 2 are 11 s old: expired, not swept yet
+
+    assert any_store.purge_messages(expired_only=True, dry_run=True) == 2
+    assert any_store.purge_messages("2", expired_only=True) == 0
+    assert any_store.purge_messages("1", expired_only=True, dry_run=True) == 1
+    assert any_store.purge_messages(expired_only=True) == 2
+
+    assert any_store.stats().queue_sizes == {"1": 1, "2": 1}
+
+
+async def test_live_instances_are_those_that_reported_lately(any_store, clock):
+    await any_store.areport_connections("a", active=3, subscriptions=2, opened=5)
+
+    listed = [
+        (figures.instance_id, figures.active, figures.subscriptions)
+        for figures in any_store.live_instances()
+    ]
+
+    # A local store serves one process: it has no other instances to list.
+    assert listed == ([("a", 3, 2)] if any_store.shared else [])
+    clock.advance(16)  # silent for longer than INSTANCE_SILENCE_SECONDS
+    assert any_store.live_instances() == []
+
+
 # A Redis of the test's own, stopped and restarted ----------------------------
 
 
