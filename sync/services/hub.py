@@ -22,6 +22,7 @@ import json
 import logging
 from typing import Protocol
 
+from sync import metrics
 from sync.services.message_queue import BROADCAST, StoredMessage
 
 logger = logging.getLogger(__name__)
@@ -51,8 +52,8 @@ class EncodedMessage:
 class Subscriber(Protocol):
     """What the hub needs of a socket (the consumer)."""
 
-    def on_message(self, message: EncodedMessage) -> None:
-        """Take one stored message; must not block."""
+    def on_message(self, message: EncodedMessage) -> bool | None:
+        """Take one stored message; must not block. True: it was sent now."""
 
     def close_now(self, code: int) -> None:
         """Queue a close frame with `code`; must not block."""
@@ -107,12 +108,16 @@ class DeliveryHub:
         if not receivers:
             return 0
         message = EncodedMessage(entry)
+        sent = 0
         for subscriber in receivers:
             try:
-                subscriber.on_message(message)
+                if subscriber.on_message(message):
+                    sent += 1
             except Exception:
                 # One broken socket must not cost the others their message.
                 logger.exception("delivery to one socket failed")
+        if sent:  # counted once per fan-out, not once per socket
+            metrics.record_live_delivery(sent, entry.timestamp)
         return len(receivers)
 
     def close_all(self, code: int) -> None:
