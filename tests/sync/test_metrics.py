@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sync import metrics
 from sync.outbox import Outbox
 from sync.services import get_realtime_sync
-from tests.conftest import PASSWORD
 from tests.config.test_settings import refusal
+from tests.conftest import PASSWORD
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SERIES = {
