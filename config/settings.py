@@ -287,9 +287,15 @@ if LOG_FORMAT not in {"json", "text"}:
     raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, got {LOG_FORMAT!r}.")
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 # Loggers that would write payloads, tokens or SQL parameters at DEBUG (the
-# WebSocket library logs frames, Django's backend logs queries with their
-# values): held at INFO whatever LOG_LEVEL says.
-NEVER_DEBUG = ("websockets", "django.db.backends", "daphne.ws_protocol")
+# WebSocket library logs frames, through uvicorn.error under uvicorn;
+# Django's backend logs queries with their values): held at INFO whatever
+# LOG_LEVEL says.
+NEVER_DEBUG = (
+    "websockets",
+    "uvicorn.error",
+    "django.db.backends",
+    "daphne.ws_protocol",
+)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

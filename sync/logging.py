@@ -21,7 +21,7 @@ STANDARD_ATTRIBUTES = frozenset(
 ) | {"message", "asctime", "color_message"}  # uvicorn's coloured duplicate
 
 
-TOKEN_IN_QUERY = re.compile(r"(?<=[?&]token=)[^&#\s\"']*", re.IGNORECASE)
+TOKEN_IN_QUERY = re.compile(r"(?<=[?&]token=)[^&#\s\"'\\]*", re.IGNORECASE)
 # "Authorization: Token <key>" (DRF keys are 40 hex digits; any long word here).
 TOKEN_IN_HEADER = re.compile(r"(?<=\bToken )[A-Za-z0-9_\-]{16,}")
 REDACTED = "[redacted]"
@@ -32,6 +32,25 @@ def redact_tokens(text: str) -> str:
     if "oken" not in text:  # the common case: nothing to search
         return text
     return TOKEN_IN_HEADER.sub(REDACTED, TOKEN_IN_QUERY.sub(REDACTED, text))
+
+
+class LogStream:
+    """A file-like target that turns each line written into a log record.
+
+    daphne writes its access log straight to stdout; through this it takes
+    the configured format (JSON in production) like every other line.
+    """
+
+    def __init__(self, logger_name: str) -> None:
+        self.logger = logging.getLogger(logger_name)
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines():
+            if line.strip():
+                self.logger.info("%s", redact_tokens(line))
+
+    def flush(self) -> None:
+        """Nothing is buffered here."""
 
 
 class RedactTokens(logging.Filter):
@@ -89,7 +108,21 @@ class JsonFormatter(logging.Formatter):
             entry.setdefault(key, value)
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
-        return redact_tokens(json.dumps(entry, default=str, ensure_ascii=False))
+        # Redacted before encoding, so the line stays valid JSON.
+        return json.dumps(
+            {key: _redacted(value) for key, value in entry.items()},
+            default=str,
+            ensure_ascii=False,
+        )
+
+
+def _redacted(value: Any) -> Any:
+    """A value for a JSON line: text redacted, other types as they are."""
+    if isinstance(value, str):
+        return redact_tokens(value)
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return redact_tokens(str(value))
 
 
 def _iso_time(created: float) -> str:
