@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -150,3 +153,53 @@ def test_every_log_line_of_a_production_server_is_json(dedicated_asgi_server):
     for line in lines:
         entry = json.loads(line)
         assert {"ts", "level", "logger", "message"} <= entry.keys()
+
+
+# Several worker processes ---------------------------------------------------------
+
+WORKERS = 2
+MOST_SOCKETS = 24
+SCRAPES = 8
+
+
+def sockets_by_worker(directory: Path) -> dict[int, float]:
+    """Open sockets each worker process reports in the shared directory."""
+    counts = {}
+    for path in directory.glob("gauge_livesum_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path)):
+            if json.loads(key)[0] == "sync_connections":
+                counts[pid] = value
+    return counts
+
+
+async def test_several_workers_report_the_sum_of_all_of_them(
+    dedicated_asgi_server, server_kind, redis_url, tmp_path
+):
+    if server_kind != "uvicorn":
+        pytest.skip("daphne serves from one process; uvicorn --workers from several")
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    server = dedicated_asgi_server(
+        WEB_CONCURRENCY=WORKERS,
+        PROMETHEUS_MULTIPROC_DIR=shared,
+        REDIS_URL=redis_url,
+        SYNC_KEY_PREFIX=f"sync-e2e-{uuid.uuid4().hex[:12]}",
+    )
+    sockets: list[ClientConnection] = []
+    try:
+        # Open sockets until both workers hold some (the kernel picks).
+        while len(sockets) < MOST_SOCKETS and (
+            len([n for n in sockets_by_worker(shared).values() if n]) < WORKERS
+        ):
+            sockets.append(await connect(server.websocket_url("alice")))
+            await next_message(sockets[-1])
+        spread = sockets_by_worker(shared)
+        # Each scrape is a new connection, answered by either worker.
+        scrapes = [await call(scrape, server) for _ in range(SCRAPES)]
+    finally:
+        for ws in sockets:
+            await ws.close()
+
+    assert len([count for count in spread.values() if count]) == WORKERS, spread
+    assert {page[CONNECTIONS] for page in scrapes} == {len(sockets)}
