@@ -8,7 +8,9 @@ import json
 import logging
 
 import pytest
+from channels.testing import WebsocketCommunicator
 
+from config.asgi import application
 from sync.logging import JsonFormatter, StructuredFormatter
 from sync.services import get_realtime_sync
 from tests.config.test_settings import random_key, refusal, run_setup
@@ -196,3 +198,19 @@ async def test_refused_sockets_are_logged_with_their_close_code(
     ]
     assert [entry.user_id for entry in refusals] == [None, user.pk, user.pk]
     assert all(entry.connection_id for entry in refusals)
+
+
+async def test_a_foreign_origin_is_logged_when_refused(user, caplog):
+    caplog.set_level(logging.INFO)
+    communicator = WebsocketCommunicator(
+        application,
+        "/ws",
+        headers=[(b"origin", b"https://evil.example"), (b"host", b"localhost")],
+    )
+
+    connected, _ = await communicator.connect()
+
+    [refusal] = with_extras(caplog, "websocket refused")
+    assert connected is False
+    assert (refusal.code, refusal.reason) == (403, "origin")
+    assert refusal.origin == "https://evil.example"
