@@ -153,6 +153,23 @@ async def test_a_broadcast_counts_each_socket_but_one_latency_sample(
     assert moved(before, after, LATENCY_COUNT) == 1
 
 
+async def test_a_topic_broadcast_counts_only_the_sockets_that_follow_it(
+    ws_connect, user, other_user
+):
+    follower, _ = await ws_connect(user, query="topics=ops")
+    bystander, _ = await ws_connect(other_user)
+    before = figures()
+
+    await get_realtime_sync().abroadcast("announcement", {"n": 3}, topics=["ops"])
+    frame = await next_frame(follower)
+    await get_realtime_sync().apublish("notification.new", {"n": 4}, other_user.pk)
+    bystander_frame = await next_frame(bystander)
+
+    assert frame["payload"] == {"n": 3}
+    assert bystander_frame["payload"] == {"n": 4}  # the broadcast skipped it
+    assert moved(before, figures(), DELIVERED_WS) == 1 + 1
+
+
 async def test_a_replay_on_resume_counts_as_websocket_delivery(ws_connect, user):
     sync = get_realtime_sync()
     first = await sync.apublish("notification.new", {"n": 1}, user.pk)
