@@ -148,7 +148,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         """The store is out of reach: say so, then close 1011 (try again later)."""
         logger.warning(
             "message store unavailable; closing the socket",
-            extra={"connection_id": self.connection_id},
+            extra={"connection_id": self.connection_id, "user_id": self._user_id()},
         )
         await self.send_frame(frames.error(error.code, error.message, None))
         await self.close(code=CLOSE_UNAVAILABLE)
@@ -389,7 +389,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         if gap:
             logger.warning(
                 "messages lost before delivery; asking the client to resync",
-                extra={"connection_id": self.connection_id},
+                extra={"connection_id": self.connection_id, "user_id": self._user_id()},
             )
             await self.close(code=CLOSE_RESYNC)
 

@@ -115,7 +115,10 @@ class DeliveryHub:
                     sent += 1
             except Exception:
                 # One broken socket must not cost the others their message.
-                logger.exception("delivery to one socket failed")
+                logger.exception(
+                    "delivery to one socket failed",
+                    extra={"connection_id": _connection_id(subscriber)},
+                )
         if sent:  # counted once per fan-out, not once per socket
             metrics.record_live_delivery(sent, entry.timestamp)
         return len(receivers)
@@ -169,7 +172,10 @@ class DeliveryHub:
             try:
                 subscriber.close_now(code)
             except Exception:
-                logger.exception("closing one socket failed")
+                logger.exception(
+                    "closing one socket failed",
+                    extra={"connection_id": _connection_id(subscriber)},
+                )
 
     def dispatch_threadsafe(self, entry: StoredMessage) -> None:
         """`dispatch` from any thread: now on the loop, else scheduled onto it."""
@@ -181,6 +187,11 @@ class DeliveryHub:
                 self.dispatch(entry)
             else:
                 loop.call_soon_threadsafe(self.dispatch, entry)
+
+
+def _connection_id(subscriber: Subscriber) -> str | None:
+    """The socket's connection id for a log line, if it has one."""
+    return getattr(subscriber, "connection_id", None)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
