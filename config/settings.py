@@ -6,6 +6,8 @@ environment only feeds it. Defaults serve a fresh machine with no other service.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -200,6 +202,20 @@ SPECTACULAR_SETTINGS = {
 }
 
 
+def _networks(name: str, default: list[str]) -> list[str]:
+    """Read a comma list of IP addresses or networks, each checked now."""
+    values = env_list(name, default)
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {value!r} is not an IP address or network "
+                "(such as 10.0.0.5 or 10.0.0.0/8)."
+            ) from None
+    return values
+
+
 def _rate(name: str, default: str) -> str:
     """Read a rate variable and check its format now rather than per request."""
     value = env_str(name, default)
@@ -253,25 +269,59 @@ SYNC = {
     "STORE_MAX_BYTES": env_int(
         "SYNC_STORE_MAX_BYTES", SYNC_DEFAULTS["STORE_MAX_BYTES"], minimum=1_048_576
     ),
-    "METRICS_ALLOW": env_list("SYNC_METRICS_ALLOW", SYNC_DEFAULTS["METRICS_ALLOW"]),
+    "METRICS_ALLOW": _networks("SYNC_METRICS_ALLOW", SYNC_DEFAULTS["METRICS_ALLOW"]),
     "TOPIC_AUTHORIZER": env_str(
         "SYNC_TOPIC_AUTHORIZER", SYNC_DEFAULTS["TOPIC_AUTHORIZER"]
     ),
     "REDIS_URL": REDIS_URL,
 }
 
+# Several worker processes on one host share their metrics through this
+# directory (see sync.metrics); prometheus-client reads it from the
+# environment, so only its existence is checked here.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
+if PROMETHEUS_MULTIPROC_DIR and not os.path.isdir(PROMETHEUS_MULTIPROC_DIR):
+    raise ImproperlyConfigured(
+        "PROMETHEUS_MULTIPROC_DIR must be an existing directory, got "
+        f"{PROMETHEUS_MULTIPROC_DIR!r}."
+    )
+
+# JSON lines for log collectors in production, readable lines otherwise.
+LOG_FORMAT = env_str("LOG_FORMAT", "json" if PRODUCTION else "text")
+if LOG_FORMAT not in {"json", "text"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, got {LOG_FORMAT!r}.")
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+# Loggers that would write payloads, tokens or SQL parameters at DEBUG (the
+# WebSocket library logs frames, through uvicorn.error under uvicorn;
+# Django's backend logs queries with their values): held at INFO whatever
+# LOG_LEVEL says.
+NEVER_DEBUG = (
+    "websockets",
+    "uvicorn.error",
+    "django.db.backends",
+    "daphne.ws_protocol",
+)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "structured": {"()": "sync.logging.StructuredFormatter"},
+        "text": {"()": "sync.logging.StructuredFormatter"},
+        "json": {"()": "sync.logging.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "structured"},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
     },
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.request": {"level": "ERROR"},
+        # uvicorn's own lines (access log included) in the same format.
+        "uvicorn": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "uvicorn.access": {
+            "handlers": ["console"],
+            "level": LOG_LEVEL,
+            "propagate": False,
+        },
+        **{name: {"level": "INFO"} for name in NEVER_DEBUG},
     },
 }
 

@@ -1,4 +1,4 @@
-"""URL map: admin, browser login, the API under /api/, and the landing page."""
+"""URL map: admin, browser login, the API under /api/, /metrics, the landing page."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularJSONAPIView
 
 from accounts.views import ObtainTokenView
 from sync.apiview import SyncAPIView
+from sync.metrics_view import MetricsView
 from sync.pages import index
 from sync.views import ApiNotFoundView
 
@@ -21,5 +22,6 @@ urlpatterns = [
     path("api/sync/", include("sync.urls")),
     path("api/schema/", SchemaView.as_view(), name="api-schema"),
     re_path(r"^api(/.*)?$", ApiNotFoundView.as_view()),
+    path("metrics", MetricsView.as_view(), name="metrics"),
     path("", index, name="index"),
 ]

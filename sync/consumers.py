@@ -32,7 +32,7 @@ from channels import DEFAULT_CHANNEL_LAYER
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from sync import frames
+from sync import frames, metrics
 from sync.conf import MAX_TOPICS, sync_settings
 from sync.exceptions import (
     InvalidJSON,
@@ -88,6 +88,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
     closed = False
     registered = False
     filling = False  # a store read is under way: live messages wait in `held`
+    close_code: int | None = None  # why it closed, for the log line
 
     # Connection lifecycle ---------------------------------------------------
 
@@ -99,9 +100,10 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             sync_settings.WS_MAX_PENDING_BYTES,
             transport_backlog(self.scope),
         )
+        self.connection_id = uuid.uuid4().hex
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self._refuse(CLOSE_UNAUTHENTICATED, "not_authenticated", None)
             return
         try:
             cursor_text = query_param(self.scope, "cursor")
@@ -111,17 +113,17 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         except SyncError as error:
             await self.send_frame(frames.error(error.code, error.message, None))
             forbidden = error.code == "forbidden_topic"
-            await self.close(CLOSE_FORBIDDEN_TOPIC if forbidden else CLOSE_BAD_REQUEST)
+            code = CLOSE_FORBIDDEN_TOPIC if forbidden else CLOSE_BAD_REQUEST
+            await self._refuse(code, error.code, user.pk)
             return
         self.sync = get_realtime_sync()
-        self.connection_id = uuid.uuid4().hex
         if not self.sync.connections.try_open(
             self.connection_id,
             str(user.pk),
             sync_settings.WS_MAX_CONNECTIONS_PER_USER,
         ):
+            await self._refuse(CLOSE_THROTTLED, "too_many_connections", user.pk)
             self.connection_id = ""
-            await self.close(code=CLOSE_THROTTLED)
             return
         self.registered = True
         try:
@@ -129,11 +131,24 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         except ServiceUnavailable as error:
             await self._unavailable(error)
 
+    async def _refuse(self, code: int, reason: str, user_id: Any) -> None:
+        """Close a socket that may not open, saying why in the log."""
+        logger.info(
+            "websocket refused",
+            extra={
+                "connection_id": self.connection_id,
+                "user_id": user_id,
+                "code": code,
+                "reason": reason,
+            },
+        )
+        await self.close(code=code)
+
     async def _unavailable(self, error: ServiceUnavailable) -> None:
         """The store is out of reach: say so, then close 1011 (try again later)."""
         logger.warning(
             "message store unavailable; closing the socket",
-            extra={"connection_id": self.connection_id},
+            extra={"connection_id": self.connection_id, "user_id": self._user_id()},
         )
         await self.send_frame(frames.error(error.code, error.message, None))
         await self.close(code=CLOSE_UNAVAILABLE)
@@ -180,9 +195,12 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         )
         for message in missed:
             await self.send_frame(message)
+        metrics.count(metrics.DELIVERED_WEBSOCKET, len(missed))
 
     async def disconnect(self, code: int) -> None:
         """The client went away (closed, or the TCP connection dropped)."""
+        if self.close_code is None:
+            self.close_code = code
         await self._cleanup()
 
     async def __call__(self, scope, receive, send):
@@ -210,6 +228,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         the close frame is written, and the client sees an abrupt end.
         """
         self.closed = True
+        self.close_code = CLOSE_GOING_AWAY
         if self.outbox is not None:
             self.outbox.stop()
         with contextlib.suppress(Exception):
@@ -240,6 +259,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         """Queue the close frame without waiting (the hub, on shutdown)."""
         if not self.closed and self.outbox is not None:
             self.closed = True
+            self.close_code = code
             self.outbox.close(code)
 
     async def close(self, code=None, reason=None) -> None:
@@ -247,6 +267,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         if self.closed:
             return
         self.closed = True
+        self.close_code = 1000 if code is None else code
         if self.outbox is None:
             await super().close(code=code, reason=reason)
         else:
@@ -271,7 +292,11 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         await self._leave_groups()
         logger.info(
             "websocket closed",
-            extra={"connection_id": connection_id, "user_id": self.user.pk},
+            extra={
+                "connection_id": connection_id,
+                "user_id": self.user.pk,
+                "code": self.close_code,
+            },
         )
 
     async def _leave_groups(self) -> None:
@@ -288,15 +313,21 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
 
     # Messages from the delivery hub ------------------------------------------
 
-    def on_message(self, message: EncodedMessage) -> None:
-        """A stored message this socket may see; runs on the loop, never waits."""
+    def on_message(self, message: EncodedMessage) -> bool:
+        """A stored message this socket may see; runs on the loop, never waits.
+
+        True when it was sent now (the hub counts those for the metrics).
+        """
         if self.stream is None or self.closed:
-            return
+            return False
         if self.filling:
             self._hold(message)
-        elif self._take(message) is Verdict.GAP:
+            return False
+        verdict = self._take(message)
+        if verdict is Verdict.GAP:
             self.filling = True
             self.fill_task = asyncio.create_task(self._settle())
+        return verdict is Verdict.DELIVER
 
     def _take(self, message: EncodedMessage) -> Verdict:
         entry = message.entry
@@ -329,12 +360,15 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
                         return
                 held, self.held = self.held, []
                 must_read, self.held_overflow = self.held_overflow, False
+                sent = 0
                 for message in held:
                     if self.closed:
-                        return
-                    if self._take(message) is Verdict.GAP:
-                        must_read = True
-                if not must_read:
+                        break
+                    verdict = self._take(message)
+                    sent += verdict is Verdict.DELIVER
+                    must_read = must_read or verdict is Verdict.GAP
+                metrics.count(metrics.DELIVERED_WEBSOCKET, sent)
+                if not must_read or self.closed:
                     return
         finally:
             self.filling = False
@@ -351,10 +385,11 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         missed, gap = await self.stream.read_missed()
         for message in missed:
             await self.send_frame(message)
+        metrics.count(metrics.DELIVERED_WEBSOCKET, len(missed))
         if gap:
             logger.warning(
                 "messages lost before delivery; asking the client to resync",
-                extra={"connection_id": self.connection_id},
+                extra={"connection_id": self.connection_id, "user_id": self._user_id()},
             )
             await self.close(code=CLOSE_RESYNC)
 
@@ -403,6 +438,14 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             frame = loads_strict(text_data)
             await self._handle_frame(validate_frame(frame))
         except SyncError as error:
+            logger.info(
+                "frame refused",
+                extra={
+                    "connection_id": self.connection_id,
+                    "user_id": self._user_id(),
+                    "code": error.code,
+                },
+            )
             correlation = frames.correlation_of(frame)
             await self.send_frame(frames.error(error.code, error.message, correlation))
 
@@ -485,13 +528,19 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             return
         if not self.outbox.put_text(text):
             self.closed = True
+            self.close_code = CLOSE_SLOW_CONSUMER
             logger.warning(
                 "slow consumer: closing",
                 extra={
                     "connection_id": self.connection_id,
+                    "user_id": self._user_id(),
                     "code": CLOSE_SLOW_CONSUMER,
                 },
             )
+
+    def _user_id(self) -> Any:
+        """The socket's user id for log lines (None before authentication)."""
+        return getattr(self.scope.get("user"), "pk", None)
 
     async def _join(self, groups: list[str]) -> None:
         if self.channel_layer is None:

@@ -21,7 +21,9 @@
 3. Unsent bytes per socket: twisted buffers whatever is written without
    limit. We publish the transport's backlog to the application as the ASGI
    extension ``sync.transport_backlog`` so the outbox can bound it (4413).
-4. No token in the access log: ``?token=`` is redacted from logged paths.
+4. No token in the access log: ``?token=`` is redacted from logged paths,
+   and the access log goes through logging (``daphne.access``), in the
+   configured format, instead of straight to stdout.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sync.logging import redact_tokens
+from sync.logging import LogStream, redact_tokens
 from sync.services import lifecycle
 
 logger = logging.getLogger(__name__)
@@ -104,6 +106,9 @@ def _redact_logged_tokens(server_class) -> None:
     original = server_class.log_action
 
     def log_action(self, protocol, action, details):
+        access_log = getattr(self.action_logger, "stream", None)
+        if access_log is not None and not isinstance(access_log, LogStream):
+            self.action_logger.stream = LogStream("daphne.access")
         path = details.get("path")
         if isinstance(path, str):
             details = {**details, "path": redact_tokens(path)}

@@ -1,22 +1,56 @@
-"""Structured log lines: the message, then every `extra` field as key=value."""
+"""Log lines: readable ``key=value`` text in development, JSON in production.
+
+Both formatters add every ``extra`` field (user_id, connection_id, code, …)
+and hide credentials as a last line of defence: a ``token=`` query value and
+the key after ``Token`` are redacted from the whole line, whichever library
+logged it. Payloads are kept out at the source: nothing here logs one, and
+settings cap the libraries that would at DEBUG (see config/settings.py).
+"""
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import re
+from typing import Any
 
 # Attributes every LogRecord has; anything else came from `extra=`.
 STANDARD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
-) | {"message", "asctime"}
+) | {"message", "asctime", "color_message"}  # uvicorn's coloured duplicate
 
 
-TOKEN_IN_QUERY = re.compile(r"(?<=[?&]token=)[^&#\s\"]*", re.IGNORECASE)
+TOKEN_IN_QUERY = re.compile(r"(?<=[?&]token=)[^&#\s\"'\\]*", re.IGNORECASE)
+# "Authorization: Token <key>" (DRF keys are 40 hex digits; any long word here).
+TOKEN_IN_HEADER = re.compile(r"(?<=\bToken )[A-Za-z0-9_\-]{16,}")
+REDACTED = "[redacted]"
 
 
-def redact_tokens(path: str) -> str:
-    """`path` with the value of any ``token=`` query parameter hidden."""
-    return TOKEN_IN_QUERY.sub("[redacted]", path)
+def redact_tokens(text: str) -> str:
+    """`text` with ``token=`` query values and ``Token <key>`` keys hidden."""
+    if "oken" not in text:  # the common case: nothing to search
+        return text
+    return TOKEN_IN_HEADER.sub(REDACTED, TOKEN_IN_QUERY.sub(REDACTED, text))
+
+
+class LogStream:
+    """A file-like target that turns each line written into a log record.
+
+    daphne writes its access log straight to stdout; through this it takes
+    the configured format (JSON in production) like every other line.
+    """
+
+    def __init__(self, logger_name: str) -> None:
+        self.logger = logging.getLogger(logger_name)
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines():
+            if line.strip():
+                self.logger.info("%s", redact_tokens(line))
+
+    def flush(self) -> None:
+        """Nothing is buffered here."""
 
 
 class RedactTokens(logging.Filter):
@@ -31,15 +65,20 @@ class RedactTokens(logging.Filter):
         return True
 
 
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """What the caller passed as ``extra=``."""
+    return {
+        key: value
+        for key, value in vars(record).items()
+        if key not in STANDARD_ATTRIBUTES and not key.startswith("_")
+    }
+
+
 class StructuredFormatter(logging.Formatter):
     """``time level logger message key=value…``, one line per record."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = {
-            key: value
-            for key, value in vars(record).items()
-            if key not in STANDARD_ATTRIBUTES and not key.startswith("_")
-        }
+        fields = extra_fields(record)
         line = (
             f"{self.formatTime(record)} {record.levelname} {record.name} "
             f"{record.getMessage()}"
@@ -48,4 +87,45 @@ class StructuredFormatter(logging.Formatter):
             line += " " + " ".join(f"{key}={value!r}" for key, value in fields.items())
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact_tokens(line)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, then the extras.
+
+    For log collectors: a traceback stays inside its record (``exc_info``)
+    instead of spilling over several lines.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": _iso_time(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in extra_fields(record).items():
+            entry.setdefault(key, value)
+        if record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        # Redacted before encoding, so the line stays valid JSON.
+        return json.dumps(
+            {key: _redacted(value) for key, value in entry.items()},
+            default=str,
+            ensure_ascii=False,
+        )
+
+
+def _redacted(value: Any) -> Any:
+    """A value for a JSON line: text redacted, other types as they are."""
+    if isinstance(value, str):
+        return redact_tokens(value)
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return redact_tokens(str(value))
+
+
+def _iso_time(created: float) -> str:
+    """UTC, to the millisecond: 2026-11-29T16:20:40.123Z."""
+    moment = datetime.datetime.fromtimestamp(created, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -13,6 +13,7 @@ Settings are read per connection, so tests and reloads see current values.
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -23,6 +24,10 @@ from sync.conf import sync_settings
 from sync.origins import header, websocket_origin_allowed
 
 TOKEN_KEYWORD = "token"
+# Enough of a refused Origin to recognise it; a header may be long.
+LOGGED_ORIGIN_CHARS = 200
+
+logger = logging.getLogger(__name__)
 
 
 def query_param(scope, name: str) -> str | None:
@@ -56,6 +61,14 @@ class OriginCheck:
     async def __call__(self, scope, receive, send):
         origin = header(scope, "origin")
         if origin is not None and not websocket_origin_allowed(origin, scope):
+            logger.info(
+                "websocket refused",
+                extra={
+                    "code": 403,
+                    "reason": "origin",
+                    "origin": origin[:LOGGED_ORIGIN_CHARS],
+                },
+            )
             return await WebsocketDenier()(scope, receive, send)
         return await self.app(scope, receive, send)
 

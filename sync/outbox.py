@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from sync import metrics
+
 logger = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -92,6 +94,8 @@ class Outbox:
         size = len(text)  # our JSON is ASCII-only: characters are bytes
         if self._bytes + size + self._backlog() > self._limit:
             self.overflowed = True
+            # This frame and those still queued never reach the client.
+            metrics.DROPPED_SLOW_CONSUMER.inc(1 + len(self._queued or ()))
             self._abandon(CLOSE_SLOW_CONSUMER)
             return False
         self._enqueue({"type": "websocket.send", "text": text}, size)

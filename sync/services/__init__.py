@@ -13,6 +13,7 @@ import threading
 
 from django.conf import settings
 
+from sync import metrics
 from sync.conf import sync_settings
 from sync.services import lifecycle
 from sync.services.connections import MemoryConnectionRegistry
@@ -80,6 +81,7 @@ def _close_sockets_for_shutdown() -> None:
 
 def _build(store: MessageStore) -> RealtimeSync:
     lifecycle.on_shutdown(_close_sockets_for_shutdown)
+    lifecycle.on_shutdown(metrics.mark_this_process_dead)
     hub = DeliveryHub()
     store.deliver_remote_to(hub)  # other instances' messages (Redis store)
     return RealtimeSync(store, hub, MemoryConnectionRegistry())

@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from sync import metrics
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectionStats:
@@ -41,7 +43,8 @@ class MemoryConnectionRegistry:
             self._owners[connection_id] = user_id
             self._subscriptions[connection_id] = 0
             self._total += 1
-            return True
+        metrics.connections.inc()
+        return True
 
     def subscribed(self, connection_id: str, topic_count: int) -> None:
         """Record how many topics a socket is subscribed to now."""
@@ -61,6 +64,7 @@ class MemoryConnectionRegistry:
                 self._per_user[user_id] = remaining
             else:
                 del self._per_user[user_id]
+        metrics.connections.dec()
 
     def open_for_user(self, user_id: str) -> int:
         """How many sockets `user_id` holds open now."""

@@ -22,6 +22,7 @@ import json
 import logging
 from typing import Protocol
 
+from sync import metrics
 from sync.services.message_queue import BROADCAST, StoredMessage
 
 logger = logging.getLogger(__name__)
@@ -51,8 +52,8 @@ class EncodedMessage:
 class Subscriber(Protocol):
     """What the hub needs of a socket (the consumer)."""
 
-    def on_message(self, message: EncodedMessage) -> None:
-        """Take one stored message; must not block."""
+    def on_message(self, message: EncodedMessage) -> bool | None:
+        """Take one stored message; must not block. True: it was sent now."""
 
     def close_now(self, code: int) -> None:
         """Queue a close frame with `code`; must not block."""
@@ -107,12 +108,19 @@ class DeliveryHub:
         if not receivers:
             return 0
         message = EncodedMessage(entry)
+        sent = 0
         for subscriber in receivers:
             try:
-                subscriber.on_message(message)
+                if subscriber.on_message(message):
+                    sent += 1
             except Exception:
                 # One broken socket must not cost the others their message.
-                logger.exception("delivery to one socket failed")
+                logger.exception(
+                    "delivery to one socket failed",
+                    extra={"connection_id": _connection_id(subscriber)},
+                )
+        if sent:  # counted once per fan-out, not once per socket
+            metrics.record_live_delivery(sent, entry.timestamp)
         return len(receivers)
 
     def close_all(self, code: int) -> None:
@@ -164,7 +172,10 @@ class DeliveryHub:
             try:
                 subscriber.close_now(code)
             except Exception:
-                logger.exception("closing one socket failed")
+                logger.exception(
+                    "closing one socket failed",
+                    extra={"connection_id": _connection_id(subscriber)},
+                )
 
     def dispatch_threadsafe(self, entry: StoredMessage) -> None:
         """`dispatch` from any thread: now on the loop, else scheduled onto it."""
@@ -176,6 +187,11 @@ class DeliveryHub:
                 self.dispatch(entry)
             else:
                 loop.call_soon_threadsafe(self.dispatch, entry)
+
+
+def _connection_id(subscriber: Subscriber) -> str | None:
+    """The socket's connection id for a log line, if it has one."""
+    return getattr(subscriber, "connection_id", None)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from sync import metrics
 from sync.conf import sync_settings
 from sync.services.cursors import Position
 from sync.services.paging import (
@@ -450,9 +451,11 @@ class MemoryMessageStore(MessageStore):
             queue = self._broadcast if user_id is None else self._user_queue(user_id)
             entry = self._stamp(message, queue, now, size)
             self._ledger.charge(queue, entry)
-            queue.append(entry, sync_settings.QUEUE_MAX_MESSAGES)
-            self._ledger.enforce(sync_settings.STORE_MAX_BYTES)
+            overflow = queue.append(entry, sync_settings.QUEUE_MAX_MESSAGES)
+            evicted = self._ledger.enforce(sync_settings.STORE_MAX_BYTES)
             waiters = self._take_waiters(user_id)
+        metrics.count(metrics.DROPPED_OVERFLOW, overflow)
+        metrics.count(metrics.DROPPED_STORE_FULL, evicted)
         for waiter in waiters:
             waiter.wake()
         return entry
@@ -511,8 +514,8 @@ class MemoryMessageStore(MessageStore):
             now = self._clock()
             self._sweep_if_due(now)
             user_queue = self._users.get(str(user_id)) or _Queue(self._ledger)
-            for queue in (user_queue, self._broadcast):
-                queue.drop_expired(now)
+            expired = user_queue.drop_expired(now) + self._broadcast.drop_expired(now)
+            metrics.count(metrics.DROPPED_EXPIRED, expired)
             return read_page(
                 self._epoch, user_queue, self._broadcast, request, self._tick(now)
             )
@@ -623,4 +626,5 @@ class MemoryMessageStore(MessageStore):
         for queue in self._users.values():
             dropped += queue.drop_expired(now)
         self._ledger.pop_stale()
+        metrics.count(metrics.DROPPED_EXPIRED, dropped)
         return dropped

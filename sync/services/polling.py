@@ -7,6 +7,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
+from sync import metrics
 from sync.conf import sync_settings
 from sync.exceptions import TooManyWaitingPolls
 from sync.query_params import PollQuery
@@ -33,9 +34,11 @@ class WaitingPolls:
             if self._counts.get(user_id, 0) >= limit:
                 raise TooManyWaitingPolls(details={"limit": limit})
             self._counts[user_id] = self._counts.get(user_id, 0) + 1
+        metrics.waiting_polls.inc()
         try:
             yield
         finally:
+            metrics.waiting_polls.dec()
             with self._lock:
                 remaining = self._counts[user_id] - 1
                 if remaining:
@@ -64,6 +67,7 @@ async def poll(store: MessageStore, user_id: str, query: PollQuery) -> ReadResul
     same page a plain poll would give at that moment. On shutdown a waiting
     poll answers with what it has (empty) rather than being cut off.
     """
+    metrics.poll_requests.inc()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + query.wait
     while True:
@@ -76,6 +80,7 @@ async def poll(store: MessageStore, user_id: str, query: PollQuery) -> ReadResul
         )
         remaining = deadline - loop.time()
         if result.messages or result.gap or remaining <= 0 or lifecycle.shutting_down():
+            metrics.count(metrics.DELIVERED_POLLING, len(result.messages))
             return result
         with waiting_polls.slot(user_id):
             await _wait(store, user_id, result, remaining)

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.db import transaction
 
-from sync import validation
+from sync import metrics, validation
 from sync.services.audit import arecord_broadcast, record_broadcast
 from sync.services.connections import MemoryConnectionRegistry
 from sync.services.handlers import run_handlers
@@ -302,12 +302,14 @@ class RealtimeSync:
 
     def _deliver(self, message: dict[str, Any]) -> StoredMessage:
         entry = self.store.add_message(message)
+        _count_published(entry)
         _stamp_from(message, entry)
         self.hub.dispatch_threadsafe(entry)
         return entry
 
     async def _adeliver(self, message: dict[str, Any]) -> StoredMessage:
         entry = await self.store.aadd_message(message)
+        _count_published(entry)
         _stamp_from(message, entry)
         self.hub.dispatch_threadsafe(entry)
         return entry
@@ -329,6 +331,14 @@ class RealtimeSync:
                 "subscriptions": local.subscriptions + elsewhere.subscriptions,
             },
         }
+
+
+def _count_published(entry: StoredMessage) -> None:
+    # Counted where it is stored: other instances' messages are theirs.
+    if entry.queue == BROADCAST:
+        metrics.PUBLISHED_BROADCAST.inc()
+    else:
+        metrics.PUBLISHED_USER.inc()
 
 
 def _stamp_from(message: dict[str, Any], entry: StoredMessage) -> None:

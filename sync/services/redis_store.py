@@ -41,6 +41,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from sync import metrics
 from sync.conf import sync_settings
 from sync.exceptions import StoreUnavailable
 from sync.services import message_queue
@@ -430,7 +431,9 @@ class RedisMessageStore(MessageStore):
     def _appended(
         self, message: dict[str, Any], reply: list[Any], now: float
     ) -> StoredMessage:
-        epoch, seq, order, timestamp, broadcast_seq = reply
+        epoch, seq, order, timestamp, broadcast_seq = reply[:5]
+        # A repeated answer (a retried append) has no drop count: none again.
+        metrics.count(metrics.DROPPED_OVERFLOW, int(reply[5]) if reply[5:] else 0)
         self._epoch_seen = _epoch(epoch).id
         user_id = message.get("userId")
         publish_cursor = None
@@ -496,7 +499,8 @@ class RedisMessageStore(MessageStore):
 
     def _page(self, request: PageRequest, reply: list[Any]) -> ReadResult:
         epoch_value, clock, user_state, broadcast_state, marks = reply[:5]
-        user_from, broadcast_from, users, broadcasts = reply[5:]
+        user_from, broadcast_from, users, broadcasts, expired = reply[5:]
+        metrics.count(metrics.DROPPED_EXPIRED, int(expired))
         epoch = _epoch(epoch_value)
         self._epoch_seen = epoch.id
         user_queue = _QueueSnapshot(
@@ -563,6 +567,7 @@ class RedisMessageStore(MessageStore):
         while visited == PURGE_BATCH_QUEUES:
             dropped, visited = self._run("purge", *self._purge_args(now))
             total += int(dropped)
+        metrics.count(metrics.DROPPED_EXPIRED, total)
         return total
 
     async def apurge_expired(self) -> int:
@@ -573,6 +578,7 @@ class RedisMessageStore(MessageStore):
         while visited == PURGE_BATCH_QUEUES:
             dropped, visited = await self._arun("purge", *self._purge_args(now))
             total += int(dropped)
+        metrics.count(metrics.DROPPED_EXPIRED, total)
         return total
 
     def _purge_args(self, now: float) -> list[Any]:

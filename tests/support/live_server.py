@@ -56,12 +56,15 @@ CONFIG_NAMES = frozenset(
         "CSRF_TRUSTED_ORIGINS",
         "DEBUG",
         "HOST",
+        "LOG_FORMAT",
         "LOG_LEVEL",
         "NUM_PROXIES",
         "PORT",
+        "PROMETHEUS_MULTIPROC_DIR",
         "REDIS_URL",
         "SECRET_KEY",
         "SECURE_COOKIES",
+        "WEB_CONCURRENCY",
     }
 )
 

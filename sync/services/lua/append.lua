@@ -10,7 +10,8 @@
 -- ARGV: prefix, epoch candidate, now ms, ttl ms, max messages per queue,
 --       max tracked drop topics, kind ('u' or 'b'), user id, topics json,
 --       envelope json, message id, publishing instance id
--- Returns: {epoch, seq, order, timestamp, broadcast last_seq}
+-- Returns: {epoch, seq, order, timestamp, broadcast last_seq, messages dropped
+--          over the cap (for the metrics; 0 in a repeated answer)}
 --
 -- Idempotent by message id for as long as the message lives: a client that
 -- retries after a lost reply gets the first append's answer, so a message
@@ -59,8 +60,9 @@ redis.call('HINCRBY', meta, 'messages', 1)
 redis.call('ZADD', P .. 'expiry', 'NX', fmt(expires), queue)
 
 local max_messages, max_tracked = num(ARGV[5]), num(ARGV[6])
+local overflow = 0
 while redis.call('ZCARD', P .. 'm:' .. queue) > max_messages do
-  drop_oldest(queue, max_tracked)
+  overflow = overflow + drop_oldest(queue, max_tracked)
 end
 -- Wakes long polls on every instance (their listeners filter by queue), and
 -- hands the entry to every other instance's delivery hub: one message per
@@ -70,4 +72,5 @@ local reply = {epoch, seq, order, fmt(ts), num(redis.call('HGET', bkey, 'last_se
 if ARGV[11] ~= '' then
   redis.call('SET', appended_key, cjson.encode(reply), 'PX', fmt(math.max(num(ARGV[4]), 1)))
 end
+reply[6] = overflow
 return reply

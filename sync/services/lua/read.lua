@@ -11,7 +11,8 @@
 --       mode ('cursor' or 'since'), cursor epoch or since, cursor user seq,
 --       cursor broadcast seq, limit, topics json
 -- Returns: {epoch, clock, user state, broadcast state, topic marks,
---           user from, broadcast from, user entries, broadcast entries}
+--           user from, broadcast from, user entries, broadcast entries,
+--           messages dropped as expired}
 
 local now_ms = num(ARGV[3])
 local clock = tick(now_ms)
@@ -21,8 +22,8 @@ local queue = 'u:' .. ARGV[5]
 local limit = num(ARGV[10])
 local topics = cjson.decode(ARGV[11])
 
-drop_expired(queue, now_ms, max_tracked)
-drop_expired('b', now_ms, max_tracked)
+local expired = drop_expired(queue, now_ms, max_tracked)
+  + drop_expired('b', now_ms, max_tracked)
 
 local user_state = redis.call(
   'HMGET', P .. 'q:' .. queue, 'last_seq', 'last_ts', 'drop_seq', 'drop_ts'
@@ -111,5 +112,5 @@ local users = redis.call(
 )
 return {
   epoch, fmt(clock), user_state, broadcast_state, marks,
-  user_from, broadcast_from, users, broadcasts_after(broadcast_from),
+  user_from, broadcast_from, users, broadcasts_after(broadcast_from), expired,
 }

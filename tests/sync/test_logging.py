@@ -1,0 +1,216 @@
+"""Log lines (issue 10): JSON in production, readable in development, the
+connection's story with its user and connection ids, and never a payload or
+a token, at any level."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from config.asgi import application
+from sync.logging import JsonFormatter, StructuredFormatter
+from sync.services import get_realtime_sync
+from tests.config.test_settings import random_key, refusal, run_setup
+
+MARKER = "payload-marker-7f3a"
+TOKEN = "0123456789abcdef0123456789abcdef01234567"
+LOG_SAMPLE = """
+import logging, sys
+logging.getLogger("sync.consumers").info(
+    "websocket connected", extra={"connection_id": "c1", "user_id": 42}
+)
+logging.getLogger("uvicorn.access").info(
+    '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/ws?token=secret-key", "1.1", 101
+)
+try:
+    1 / 0
+except ZeroDivisionError:
+    logging.getLogger("sync.services.hub").exception("delivery to one socket failed")
+for name in ("websockets.server", "uvicorn.error", "django.db.backends",
+             "daphne.ws_protocol"):
+    print(name, logging.getLogger(name).getEffectiveLevel(), file=sys.stdout)
+"""
+
+
+def record(message: str, *args, exc_info=None, **extra) -> logging.LogRecord:
+    entry = logging.LogRecord(
+        "sync.consumers", logging.INFO, "", 0, message, args, exc_info
+    )
+    for key, value in extra.items():
+        setattr(entry, key, value)
+    return entry
+
+
+def logged_lines(**env: str) -> tuple[list[str], dict[str, int]]:
+    """Lines a started process logs (stderr), and some loggers' levels."""
+    completed = run_setup(LOG_SAMPLE, **env)
+    assert completed.returncode == 0, completed.stderr
+    levels = dict(line.rsplit(" ", 1) for line in completed.stdout.splitlines())
+    return completed.stderr.splitlines(), {k: int(v) for k, v in levels.items()}
+
+
+# The formatters -----------------------------------------------------------------
+
+
+def test_a_json_line_has_time_level_logger_message_and_the_extra_fields():
+    line = JsonFormatter().format(
+        record("websocket closed", connection_id="abc", user_id=7, code=4408)
+    )
+
+    entry = json.loads(line)
+    assert entry["ts"].endswith("Z")
+    assert (entry["level"], entry["logger"]) == ("INFO", "sync.consumers")
+    assert entry["message"] == "websocket closed"
+    assert (entry["connection_id"], entry["user_id"], entry["code"]) == ("abc", 7, 4408)
+
+
+def test_a_traceback_stays_inside_its_json_line():
+    try:
+        raise ValueError("boom")
+    except ValueError as error:
+        line = JsonFormatter().format(
+            record("failed", exc_info=(ValueError, error, error.__traceback__))
+        )
+
+    assert "\n" not in line
+    assert "ValueError: boom" in json.loads(line)["exc_info"]
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), StructuredFormatter()])
+def test_tokens_are_redacted_from_any_line(formatter):
+    line = formatter.format(
+        record(
+            "GET %s with header %s",
+            f"/ws?cursor=1&token={TOKEN}&topics=a",
+            f"Authorization: Token {TOKEN}",
+            path=f"/ws?token={TOKEN}",
+        )
+    )
+
+    assert TOKEN not in line
+    assert "cursor=1&token=[redacted]&topics=a" in line
+    assert "Token [redacted]" in line
+
+
+# Settings: production JSON, development text, DEBUG without leaks ---------------
+
+
+def test_production_logs_one_json_object_per_line():
+    lines, _ = logged_lines(DJANGO_ENV="production", SECRET_KEY=random_key(50))
+
+    entries = [json.loads(line) for line in lines if line.strip()]
+    assert entries[0]["message"] == "websocket connected"
+    assert (entries[0]["user_id"], entries[0]["connection_id"]) == (42, "c1")
+    assert entries[1]["logger"] == "uvicorn.access"
+    assert "secret-key" not in "\n".join(lines)
+    assert "ZeroDivisionError" in entries[2]["exc_info"]
+
+
+def test_development_logs_readable_lines_and_log_format_overrides_it():
+    development, _ = logged_lines()
+    production_text, _ = logged_lines(
+        DJANGO_ENV="production", SECRET_KEY=random_key(50), LOG_FORMAT="text"
+    )
+
+    for lines in (development, production_text):
+        assert " INFO sync.consumers websocket connected " in lines[0]
+        assert "user_id=42" in lines[0]
+        assert "connection_id='c1'" in lines[0]
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(development[0])
+
+
+def test_an_unknown_log_format_refuses_to_start():
+    assert "LOG_FORMAT" in refusal(LOG_FORMAT="xml")
+
+
+def test_debug_level_keeps_the_loggers_that_would_log_payloads_at_info():
+    _, levels = logged_lines(LOG_LEVEL="DEBUG")
+
+    assert levels == {
+        "websockets.server": logging.INFO,
+        "uvicorn.error": logging.INFO,
+        "django.db.backends": logging.INFO,
+        "daphne.ws_protocol": logging.INFO,
+    }
+
+
+# What the WebSocket consumer logs --------------------------------------------------
+
+
+def with_extras(caplog, message: str) -> list[logging.LogRecord]:
+    return [entry for entry in caplog.records if entry.getMessage() == message]
+
+
+async def test_a_socket_logs_its_opening_refused_frames_and_close_without_payloads(
+    ws_connect, user, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    ws, established = await ws_connect(user)
+    connection_id = established["payload"]["connectionId"]
+
+    await ws.send_json_to({"type": "chat.note", "payload": {"text": MARKER}})
+    await ws.receive_json_from(2)  # ack
+    await ws.receive_json_from(2)  # its own copy
+    await ws.send_json_to({"type": "DATA.updated", "payload": {"text": MARKER}})
+    refused = await ws.receive_json_from(2)
+    await get_realtime_sync().apublish("notification.new", {"text": MARKER}, user.pk)
+    await ws.receive_json_from(2)
+    await ws.disconnect(code=1000)
+
+    [opened] = with_extras(caplog, "websocket connected")
+    [frame] = with_extras(caplog, "frame refused")
+    [closed] = with_extras(caplog, "websocket closed")
+    assert refused["payload"]["code"] == "reserved_type"
+    assert (opened.connection_id, opened.user_id) == (connection_id, user.pk)
+    assert (frame.connection_id, frame.code) == (connection_id, "reserved_type")
+    assert (closed.connection_id, closed.user_id, closed.code) == (
+        connection_id,
+        user.pk,
+        1000,
+    )
+    assert opened.levelno == closed.levelno == logging.INFO
+    assert MARKER not in caplog.text
+    assert all(MARKER not in repr(vars(entry)) for entry in caplog.records)
+
+
+async def test_refused_sockets_are_logged_with_their_close_code(
+    ws_connect, user, caplog, sync_config
+):
+    caplog.set_level(logging.INFO)
+    sync_config(WS_MAX_CONNECTIONS_PER_USER=1)
+    await ws_connect(user)
+
+    _, anonymous = await ws_connect(None)
+    _, one_too_many = await ws_connect(user)
+    _, bad_cursor = await ws_connect(user, query="cursor=nonsense")
+
+    refusals = with_extras(caplog, "websocket refused")
+    assert (anonymous, one_too_many) == (None, None)
+    assert bad_cursor["type"] == "error"
+    assert [(entry.code, entry.reason) for entry in refusals] == [
+        (4401, "not_authenticated"),
+        (4429, "too_many_connections"),
+        (4400, "invalid_cursor"),
+    ]
+    assert [entry.user_id for entry in refusals] == [None, user.pk, user.pk]
+    assert all(entry.connection_id for entry in refusals)
+
+
+async def test_a_foreign_origin_is_logged_when_refused(user, caplog):
+    caplog.set_level(logging.INFO)
+    communicator = WebsocketCommunicator(
+        application,
+        "/ws",
+        headers=[(b"origin", b"https://evil.example"), (b"host", b"localhost")],
+    )
+
+    connected, _ = await communicator.connect()
+
+    [refusal] = with_extras(caplog, "websocket refused")
+    assert connected is False
+    assert (refusal.code, refusal.reason) == (403, "origin")
+    assert refusal.origin == "https://evil.example"
