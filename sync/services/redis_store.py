@@ -76,6 +76,12 @@ HEALTH_CHECK_INTERVAL_SECONDS = 15
 # down. Safe for appends too: append.lua is idempotent by message id.
 RETRIES = 1
 RETRY_BACKOFF = ExponentialWithJitterBackoff(cap=0.2, base=0.05)
+# Connections one event loop holds at most. One broadcast wakes every long
+# poll and every socket with a hole to fill at the same moment: past this
+# many, a command waits for a free connection (up to POOL_WAIT_SECONDS)
+# instead of failing, as redis-py's default pool of 100 does (503 or 1011).
+ASYNC_POOL_CONNECTIONS = 50
+POOL_WAIT_SECONDS = 5.0
 # How long the wake-up listener blocks reading its subscription before it
 # checks whether it was asked to stop.
 LISTEN_POLL_SECONDS = 1.0
@@ -378,11 +384,14 @@ class RedisMessageStore(MessageStore):
         if getattr(self._local, "loop", None) is not loop:
             # Only one client per thread is kept: an older loop's is dropped.
             self._local.loop = loop
-            self._local.client = redis.asyncio.Redis.from_url(
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
                 self._url,
+                max_connections=ASYNC_POOL_CONNECTIONS,
+                timeout=POOL_WAIT_SECONDS,
                 retry=AsyncRetry(RETRY_BACKOFF, RETRIES),
                 **self._client_options(),
             )
+            self._local.client = redis.asyncio.Redis.from_pool(pool)
         return self._local.client
 
     def _now_ms(self, now: float) -> int:
