@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -46,6 +47,10 @@ LAYERS = {
 }
 ANSWER_TIMEOUT = 120.0
 DRAIN_SECONDS = 2.0
+# After Redis restarts: a pause for reconnecting, then this many group_sends
+# a second apart (the first may fail on a dead pooled connection).
+RESTART_PAUSE_SECONDS = 2.0
+RESTART_SENDS = 5
 
 
 def make_layer(kind: str, url: str):
@@ -171,6 +176,8 @@ class Figures:
     lost: int = 0
     leave_s: float = 0.0
     leave_errors: int = 0
+    after_restart: int = 0  # of RESTART_SENDS sent once Redis is back
+    restart_errors: int = 0  # receive errors the sockets saw (a consumer dies)
     notes: list[str] = field(default_factory=list)
 
 
@@ -246,9 +253,10 @@ class RedisCounters:
         return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
-async def measure(kind: str, url: str, options: argparse.Namespace) -> Figures:
-    """One layer: join, idle, ping, stream, leave."""
+async def measure(kind: str, server, options: argparse.Namespace) -> Figures:
+    """One layer: join, idle, ping, stream, Redis restart, leave."""
     figures = Figures(kind)
+    url = server.url
     counters = RedisCounters(url)
     peer = await PeerProcess.start(kind, url)
     try:
@@ -260,9 +268,12 @@ async def measure(kind: str, url: str, options: argparse.Namespace) -> Figures:
             figures.notes.append(f"join: {joined['firstError'][:100]}")
         await idle(peer, counters, options.idle_seconds, figures)
         await ping_and_stream(kind, url, peer, options, figures)
+        await restart(kind, server, peer, figures)
         left = await peer.ask("LEAVE")
         figures.leave_s = left["seconds"]
-        figures.leave_errors = left["errors"] - joined["errors"]
+        figures.leave_errors = (
+            left["errors"] - joined["errors"] - figures.restart_errors
+        )
     finally:
         await peer.stop()
         counters.client.close()
@@ -310,13 +321,28 @@ async def ping_and_stream(kind, url, peer, options, figures: Figures) -> None:
     await layer.group_discard(PONG_GROUP, channel)
 
 
+async def restart(kind: str, server, peer: PeerProcess, figures: Figures) -> None:
+    """Restart Redis under the idle sockets; do group_sends reach them after?"""
+    before = await peer.ask("COUNT")
+    await asyncio.to_thread(server.restart)
+    await asyncio.sleep(RESTART_PAUSE_SECONDS)
+    layer = make_layer(kind, server.url)
+    for _ in range(RESTART_SENDS):
+        with contextlib.suppress(Exception):  # what revocation does: log, go on
+            await layer.group_send(user_group(3), {"type": "bench.revoke"})
+        await asyncio.sleep(1)
+    after = await peer.ask("COUNT")
+    figures.after_restart = after["received"] - before["received"]
+    figures.restart_errors = after["errors"] - before["errors"]
+
+
 def render(rows: list[Figures], options: argparse.Namespace) -> str:
     """The table."""
     header = (
         f"{'layer':<7} {'join s':>7} {'join err':>8} {'join cmds':>9} "
         f"{'idle CPU':>8} {'idle cmd/s':>10} {'redis CPU':>9} "
-        f"{'ping p50':>8} {'ping p99':>8} {'sends/s':>8} {'lost':>6} {'leave s':>7} "
-        f"{'leave err':>9}"
+        f"{'ping p50':>8} {'ping p99':>8} {'sends/s':>8} {'lost':>6} "
+        f"{'restart':>7} {'rcv err':>7} {'leave s':>7} {'leave err':>9}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -325,8 +351,9 @@ def render(rows: list[Figures], options: argparse.Namespace) -> str:
             f"{row.join_commands:>9,} {row.idle_cpu_share:>8.1%} "
             f"{row.idle_commands_per_s:>10.1f} {row.idle_redis_cpu_share:>9.1%} "
             f"{fmt(row.ping_p50_ms):>8} {fmt(row.ping_p99_ms):>8} "
-            f"{row.sent_per_s:>8,.0f} {row.lost:>6,} {row.leave_s:>7.2f} "
-            f"{row.leave_errors:>9,}"
+            f"{row.sent_per_s:>8,.0f} {row.lost:>6,} "
+            f"{row.after_restart:>5}/{RESTART_SENDS} {row.restart_errors:>7,} "
+            f"{row.leave_s:>7.2f} {row.leave_errors:>9,}"
             + (f"  {'; '.join(row.notes)}" if row.notes else "")
         )
     lines += [
@@ -335,7 +362,10 @@ def render(rows: list[Figures], options: argparse.Namespace) -> str:
         f"each), idle for {options.idle_seconds:g} s; ping: group_send to a "
         f"socket's group, answered by group_send ({options.pings} round trips, "
         f"ms); then {options.messages:,} group_sends in a row to one socket's "
-        "group (sends/s, and how many never arrived).",
+        "group (sends/s, and how many never arrived). restart: Redis restarted "
+        f"under the sockets, then {RESTART_SENDS} group_sends a second apart: "
+        "how many arrived; rcv err: receive() errors the sockets saw meanwhile "
+        "(each one a consumer crashing: its socket closed 1011).",
     ]
     return "\n".join(lines)
 
@@ -349,9 +379,9 @@ async def drive(options: argparse.Namespace) -> list[Figures]:
     """Each layer in turn on a private Redis of its own."""
     rows = []
     for kind in options.layers.split(","):
-        with private_redis() as url:
+        with private_redis() as server:
             print(f"measuring {kind} ...", flush=True)
-            rows.append(await measure(kind, url, options))
+            rows.append(await measure(kind, server, options))
     return rows
 
 

@@ -63,25 +63,45 @@ def delete_keys(url: str, prefix: str) -> int:
         client.close()
 
 
+class PrivateRedis:
+    """A redis-server of our own on a free port, without persistence."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServerFailed("redis-server is not installed")
+        port = free_port()
+        self.url = f"redis://{HOST}:{port}/0"
+        self.command = [binary, "--port", str(port), "--bind", HOST, "--save", ""]
+        self.command += ["--appendonly", "no", "--loglevel", "warning"]
+        self.process = self._start()
+
+    def _start(self) -> subprocess.Popen:
+        process = subprocess.Popen(
+            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_redis(self.url, process)
+        return process
+
+    def restart(self) -> None:
+        """Stop it and start it again on the same port (everything is lost)."""
+        self.stop()
+        self.process = self._start()
+
+    def stop(self) -> None:
+        """Stop our redis-server by its pid."""
+        self.process.terminate()
+        self.process.wait(START_TIMEOUT)
+
+
 @contextlib.contextmanager
-def private_redis() -> Iterator[str]:
-    """A redis-server of our own on a free port, without persistence; its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise ServerFailed("redis-server is not installed")
-    port = free_port()
-    command = [binary, "--port", str(port), "--bind", HOST, "--save", ""]
-    command += ["--appendonly", "no", "--loglevel", "warning"]
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"redis://{HOST}:{port}/0"
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of our own for the duration of the block."""
+    server = PrivateRedis()
     try:
-        wait_for_redis(url, process)
-        yield url
+        yield server
     finally:
-        process.terminate()
-        process.wait(START_TIMEOUT)
+        server.stop()
 
 
 def wait_for_redis(url: str, process: subprocess.Popen) -> None:
