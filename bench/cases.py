@@ -259,10 +259,10 @@ class FanOutTarget:
 
     system: str
     server: str
-    start: Callable[[], Server]
+    start: Callable[[], Server | Cluster]  # one server, or instances on Redis
     proto: str
     path: str  # WebSocket path and query the clients connect to
-    trigger: Callable[[Server], object]
+    trigger: Callable[[Server | Cluster], object]
 
 
 def bare_websockets_target(bench: Bench) -> FanOutTarget:
