@@ -38,12 +38,16 @@ from bench.servers import PROJECT_ROOT, process_cpu_seconds
 
 PREFIX = "bench:asgi"
 PONG_GROUP = "bench.pong"
-# The project's options (config/settings.py): a read timeout above the core
-# layer's 5 s BZPOPMIN, and a short connect timeout.
-HOST_OPTIONS = {"socket_timeout": 15, "socket_connect_timeout": 2}
 LAYERS = {
     "core": "channels_redis.core.RedisChannelLayer",
     "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+}
+# Each layer's host options as the project sets (or set) them in
+# config/settings.py: the core layer needs a read timeout above its 5 s
+# BZPOPMIN; pub/sub reads never block on a command.
+HOST_OPTIONS = {
+    "core": {"socket_timeout": 15, "socket_connect_timeout": 2},
+    "pubsub": {"socket_timeout": 2, "socket_connect_timeout": 2},
 }
 ANSWER_TIMEOUT = 120.0
 DRAIN_SECONDS = 2.0
@@ -57,7 +61,7 @@ def make_layer(kind: str, url: str):
     """A layer of `kind` configured as config/settings.py would."""
     module, _, name = LAYERS[kind].rpartition(".")
     cls = getattr(__import__(module, fromlist=[name]), name)
-    return cls(hosts=[{"address": url, **HOST_OPTIONS}], prefix=PREFIX)
+    return cls(hosts=[{"address": url, **HOST_OPTIONS[kind]}], prefix=PREFIX)
 
 
 def user_group(number: int) -> str:
