@@ -10,13 +10,14 @@ the user's group) reaches the sockets of other processes. What matters is
 therefore the cost per socket of joining and leaving, of staying idle (CPU,
 Redis commands per second), and how fast one group_send crosses processes.
 
-For each layer, a peer process (``--peer``) holds the sockets: a channel
-each, each in a group of its own user, every channel awaiting ``receive``
-as a consumer does. This process joins them all at once (a reconnect storm),
-lets them idle, pings one through its group (the peer answers through a
-group this process listens on), sends a stream of group messages, then
-makes them all leave. It runs on a redis-server of its own, so the command
-counts are the layers' alone. Prints one table; asserts nothing.
+For each layer, a peer process (``bench.layer_peer``) holds the sockets: a
+channel each, each in a group of its own user, every channel awaiting
+``receive`` as a consumer does. This process joins them all at once (a
+reconnect storm), lets them idle, pings one through its group (the peer
+answers through a group this process listens on), sends a stream of group
+messages, restarts Redis under them, then makes them all leave. It runs on
+a redis-server of its own, so the command counts are the layers' alone.
+Prints one table; asserts nothing.
 """
 
 from __future__ import annotations
@@ -32,134 +33,17 @@ from typing import Any
 
 import redis
 
+from bench.layer_peer import PONG_GROUP, make_layer, user_group
 from bench.redis_tools import private_redis
 from bench.report import percentile
 from bench.servers import PROJECT_ROOT, process_cpu_seconds
 
-PREFIX = "bench:asgi"
-PONG_GROUP = "bench.pong"
-LAYERS = {
-    "core": "channels_redis.core.RedisChannelLayer",
-    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
-}
-# Each layer's host options as the project sets (or set) them in
-# config/settings.py: the core layer needs a read timeout above its 5 s
-# BZPOPMIN; pub/sub reads never block on a command.
-HOST_OPTIONS = {
-    "core": {"socket_timeout": 15, "socket_connect_timeout": 2},
-    "pubsub": {"socket_timeout": 2, "socket_connect_timeout": 2},
-}
 ANSWER_TIMEOUT = 120.0
 DRAIN_SECONDS = 2.0
 # After Redis restarts: a pause for reconnecting, then this many group_sends
 # a second apart (the first may fail on a dead pooled connection).
 RESTART_PAUSE_SECONDS = 2.0
 RESTART_SENDS = 5
-
-
-def make_layer(kind: str, url: str):
-    """A layer of `kind` configured as config/settings.py would."""
-    module, _, name = LAYERS[kind].rpartition(".")
-    cls = getattr(__import__(module, fromlist=[name]), name)
-    return cls(hosts=[{"address": url, **HOST_OPTIONS[kind]}], prefix=PREFIX)
-
-
-def user_group(number: int) -> str:
-    """The group of user `number` (as sync.services.groups names them)."""
-    return f"sync.user.{number}"
-
-
-# The peer: the sockets of another server process ------------------------------
-
-
-class Peer:
-    """Channels in groups, each awaiting receive; answers pings."""
-
-    def __init__(self, layer) -> None:
-        self.layer = layer
-        self.channels: list[str] = []
-        self.tasks: list[asyncio.Task] = []
-        self.received = 0
-        self.last_us = 0
-        self.errors: list[str] = []
-
-    async def join(self, count: int) -> None:
-        """`count` sockets connect at once: a channel each, then its group."""
-        await self._all(self._join_one(number) for number in range(count))
-
-    async def _all(self, calls) -> None:
-        """Run `calls` at once; count the ones that failed."""
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        self.errors += [repr(error) for error in results if error is not None]
-
-    async def _join_one(self, number: int) -> None:
-        channel = await self.layer.new_channel()
-        await self.layer.group_add(user_group(number), channel)
-        self.channels.append(channel)
-        self.tasks.append(asyncio.create_task(self._listen(number, channel)))
-
-    async def _listen(self, number: int, channel: str) -> None:
-        while True:
-            try:
-                message = await self.layer.receive(channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # counted: a consumer would crash
-                self.errors.append(repr(error))
-                await asyncio.sleep(1)
-                continue
-            self.received += 1
-            self.last_us = time.time_ns() // 1000
-            if message.get("reply"):
-                await self.layer.group_send(PONG_GROUP, message)
-
-    async def leave(self) -> None:
-        """Every socket leaves its group and stops receiving."""
-        await self._all(
-            self.layer.group_discard(user_group(number), channel)
-            for number, channel in enumerate(self.channels)
-        )
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-
-def say(tag: str, payload: dict[str, Any] | None = None) -> None:
-    """One line to the driver."""
-    sys.stdout.write(f"{tag} {json.dumps(payload or {})}\n")
-    sys.stdout.flush()
-
-
-async def peer_main(kind: str, url: str) -> None:
-    """Obey the driver's lines: JOIN n, COUNT, LEAVE, QUIT."""
-    peer = Peer(make_layer(kind, url))
-    reader = asyncio.StreamReader()
-    loop = asyncio.get_running_loop()
-    await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
-    )
-    say("READY")
-    while words := (await reader.readline()).decode().split():
-        started = time.perf_counter()
-        if words[0] == "JOIN":
-            await peer.join(int(words[1]))
-        elif words[0] == "LEAVE":
-            await peer.leave()
-        elif words[0] != "COUNT":
-            break
-        say(
-            words[0],
-            {
-                "seconds": time.perf_counter() - started,
-                "received": peer.received,
-                "lastUs": peer.last_us,
-                "errors": len(peer.errors),
-                "firstError": peer.errors[0] if peer.errors else None,
-            },
-        )
-
-
-# The driver ----------------------------------------------------------------
 
 
 @dataclass
@@ -197,8 +81,8 @@ class PeerProcess:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bench.channel_layers",
-            "--peer",
+            "bench.layer_peer",
+            "--layer",
             kind,
             "--url",
             url,
@@ -397,17 +281,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pings", type=int, default=300)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
-    parser.add_argument("--peer", choices=LAYERS, help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Measure every layer; print the table."""
     options = parse_arguments(argv)
-    if options.peer:
-        asyncio.run(peer_main(options.peer, options.url))
-        return 0
     rows = asyncio.run(drive(options))
     print()
     print(render(rows, options))
