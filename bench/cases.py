@@ -6,7 +6,7 @@
 3. short polls/s beside a bare Django async view on the same ASGI server;
 4. long polls woken by one broadcast;
 5. memory per idle socket and idle CPU with a short heartbeat;
-6. Redis (a placeholder until the Redis store lands).
+6. Redis: cases 1 and 4 on two instances (bench/scaleout.py).
 
 Every case starts its own servers and stops them before returning, so one
 case's leftovers never weigh on the next.
@@ -18,7 +18,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from bench.longpoll import LongPollers
 from bench.report import Row, percentile
 from bench.servers import (
     BenchDatabase,
+    Cluster,
     Server,
     start_bare_django,
     start_bare_websockets,
@@ -258,25 +259,44 @@ class FanOutTarget:
 
     system: str
     server: str
-    start: Callable[[], Server]
+    start: Callable[[], Server | Cluster]  # one server, or instances on Redis
     proto: str
     path: str  # WebSocket path and query the clients connect to
-    trigger: Callable[[Server], object]
+    trigger: Callable[[Server | Cluster], object]
+
+
+def bare_websockets_target(bench: Bench) -> FanOutTarget:
+    """The physical-limit baseline: a bare ``websockets`` broadcast server."""
+    return FanOutTarget(
+        "bare ws",
+        "asyncio",
+        lambda: start_bare_websockets(bench.folder("bare-ws")),
+        "raw",
+        "/ws",
+        lambda server: SocketTrigger(f"{server.ws_url}/ctl"),
+    )
+
+
+def project_target(
+    bench: Bench, system: str, kind: str, start: Callable[[], Server | Cluster]
+) -> FanOutTarget:
+    """The project (one server or a cluster) as `start` runs it; staff broadcasts
+    go to its first instance."""
+    database = bench.database
+    return FanOutTarget(
+        system,
+        kind,
+        start,
+        "project",
+        f"/ws?token={database.user_token}",
+        lambda server: project_broadcast(server.port, database.staff_token),
+    )
 
 
 def fan_out_systems(bench: Bench) -> list[FanOutTarget]:
     """Bare websockets, socketio (if installed), the project on each server."""
     database = bench.database
-    systems = [
-        FanOutTarget(
-            "bare ws",
-            "asyncio",
-            lambda: start_bare_websockets(bench.folder("bare-ws")),
-            "raw",
-            "/ws",
-            lambda server: SocketTrigger(f"{server.ws_url}/ctl"),
-        )
-    ]
+    systems = [bare_websockets_target(bench)]
     if bench.socketio:
         systems.append(
             FanOutTarget(
@@ -290,15 +310,13 @@ def fan_out_systems(bench: Bench) -> list[FanOutTarget]:
         )
     for kind in bench.servers:
         systems.append(
-            FanOutTarget(
+            project_target(
+                bench,
                 "project",
                 kind,
                 lambda kind=kind: start_project(
                     kind, database, bench.folder(f"project-{kind}"), {}
                 ),
-                "project",
-                f"/ws?token={database.user_token}",
-                lambda server: project_broadcast(server.port, database.staff_token),
             )
         )
     return systems
@@ -306,10 +324,19 @@ def fan_out_systems(bench: Bench) -> list[FanOutTarget]:
 
 async def fan_out_case(bench: Bench, sockets: int) -> list[Row]:
     """Paced then burst broadcasts to `sockets` sockets, project and baselines."""
+    paced_rows, burst_rows = await fan_out_all(bench, fan_out_systems(bench), sockets)
+    judge_fan_out(paced_rows, burst_rows, sockets, bench.socketio)
+    return paced_rows + burst_rows
+
+
+async def fan_out_all(
+    bench: Bench, systems: list[FanOutTarget], sockets: int, label: str = "1"
+) -> tuple[list[Row], list[Row]]:
+    """Each system in turn: its paced rows, and its burst rows."""
     paced_rows, burst_rows = [], []
-    for system in fan_out_systems(bench):
+    for system in systems:
         started = time.monotonic()
-        paced, burst = await fan_out(bench, system, sockets)
+        paced, burst = await fan_out(bench, system, sockets, label)
         connect_s = paced.figures.get("connectS", 0)
         bench.progress(
             f"  fan-out {sockets:,}: {system.system} on {system.server} "
@@ -317,8 +344,7 @@ async def fan_out_case(bench: Bench, sockets: int) -> list[Row]:
         )
         paced_rows.append(paced)
         burst_rows.append(burst)
-    judge_fan_out(paced_rows, burst_rows, sockets, bench.socketio)
-    return paced_rows + burst_rows
+    return paced_rows, burst_rows
 
 
 @dataclass(frozen=True)
@@ -333,13 +359,13 @@ class RoundSpec:
     cap_s: float
 
 
-def fan_out_rounds(plan: Plan, sockets: int) -> list[RoundSpec]:
+def fan_out_rounds(plan: Plan, sockets: int, label: str = "1") -> list[RoundSpec]:
     """Paced first (a burst may leave a backlog behind), then the burst."""
     burst = plan.burst_broadcasts[plan.fanout_sizes.index(sockets)]
     return [
         RoundSpec(
             0,
-            f"1 paced {sockets:,} x{plan.paced_broadcasts} @2/s",
+            f"{label} paced {sockets:,} x{plan.paced_broadcasts} @2/s",
             plan.paced_broadcasts,
             1,
             plan.paced_interval_s,
@@ -347,7 +373,7 @@ def fan_out_rounds(plan: Plan, sockets: int) -> list[RoundSpec]:
         ),
         RoundSpec(
             1,
-            f"1 burst {sockets:,} x{burst}",
+            f"{label} burst {sockets:,} x{burst}",
             burst,
             plan.burst_inflight,
             0.0,
@@ -356,9 +382,11 @@ def fan_out_rounds(plan: Plan, sockets: int) -> list[RoundSpec]:
     ]
 
 
-async def fan_out(bench: Bench, system: FanOutTarget, sockets: int) -> list[Row]:
+async def fan_out(
+    bench: Bench, system: FanOutTarget, sockets: int, label: str = "1"
+) -> list[Row]:
     """One system: start it, connect, run every round; a row per round."""
-    specs = fan_out_rounds(bench.plan, sockets)
+    specs = fan_out_rounds(bench.plan, sockets, label)
     try:
         async with running(system.start) as server:
             return await measure_fan_out(bench, system, server, sockets, specs)
@@ -370,15 +398,16 @@ async def fan_out(bench: Bench, system: FanOutTarget, sockets: int) -> list[Row]
 
 async def measure_fan_out(bench, system, server, sockets, specs) -> list[Row]:
     """Connect `sockets` clients to `server`, then run the rounds of `specs`."""
-    url = f"{server.ws_url}{system.path}"
+    urls = server.urls(system.path, sockets)
     trigger = system.trigger(server)
     await trigger.open()
     try:
         await fire_all(trigger, [{"r": -1, "seq": -1, "t": 0, "pad": PAD}], 1, 0)
-        await warm_socket(url, system.proto)
+        for url in dict.fromkeys(urls):  # each instance once
+            await warm_socket(url, system.proto)
         await asyncio.sleep(SETTLE_SECONDS)
         rss_before = server.rss_bytes()
-        fleet = await Fleet.open(system.proto, [url] * sockets, bench.folder("fleet"))
+        fleet = await Fleet.open(system.proto, urls, bench.folder("fleet"))
         try:
             await asyncio.sleep(SETTLE_SECONDS)
             kib = (server.rss_bytes() - rss_before) / max(fleet.connected, 1) / 1024
@@ -428,11 +457,9 @@ def judge_fan_out(
 ) -> None:
     """Shares against the baselines, and the targets (set for 1,000 sockets)."""
     for rows in (paced, burst):
-        bare = next((r for r in rows if r.system == "bare ws" and r.rate), None)
+        bare = compare_to_bare(rows, paced=rows is paced)
         sio = next((r for r in rows if r.system == "socketio" and r.rate), None)
         for row in rows:
-            if bare and row is not bare:
-                row.share = share_text(row, bare, paced=rows is paced)
             if rows is burst and row.system == "project" and sockets == 1000:
                 row.targets = targets.burst(row, bare, sio)
             if rows is paced and row.system == "project" and sockets == 1000:
@@ -441,6 +468,15 @@ def judge_fan_out(
             rows.insert(
                 1, Row(rows[0].case, "uvicorn", "socketio", notes="not installed")
             )
+
+
+def compare_to_bare(rows: list[Row], paced: bool) -> Row | None:
+    """Fill every row's share of the bare baseline among `rows`; that baseline."""
+    bare = next((r for r in rows if r.system == "bare ws" and r.rate), None)
+    for row in rows:
+        if bare and row is not bare:
+            row.share = share_text(row, bare, paced)
+    return bare
 
 
 def share_text(row: Row, bare: Row, paced: bool) -> str:
@@ -455,14 +491,12 @@ def share_text(row: Row, bare: Row, paced: bool) -> str:
 
 async def per_user_case(bench: Bench) -> list[Row]:
     """Messages to random users, each with several tabs open, on each server."""
-    rows = []
-    for kind in bench.servers:
-        bench.progress(f"  per-user: project on {kind}")
-        try:
-            rows.append(await per_user(bench, kind))
-        except Exception as error:  # one server failing must not end the run
-            rows.append(failed_row(per_user_label(bench.plan), kind, "project", error))
-    return rows
+    return await on_each_server(
+        bench,
+        "per-user",
+        per_user_label(bench.plan),
+        lambda kind: per_user(bench, kind),
+    )
 
 
 def per_user_label(plan: Plan) -> str:
@@ -625,36 +659,61 @@ def load_row(label: str, kind: str, system: str, load) -> Row:
 
 async def long_poll_case(bench: Bench) -> list[Row]:
     """Long polls woken by one broadcast, on each server."""
-    rows = []
-    for kind in bench.servers:
-        bench.progress(f"  long polls: project on {kind}")
-        try:
-            rows.append(await long_polls(bench, kind))
-        except Exception as error:  # one server failing must not end the run
-            rows.append(failed_row(long_poll_label(bench.plan), kind, "project", error))
-    return rows
+    return await on_each_server(
+        bench,
+        "long polls",
+        long_poll_label(bench.plan),
+        lambda kind: long_polls(bench, kind),
+    )
 
 
-def long_poll_label(plan: Plan) -> str:
+def long_poll_label(plan: Plan, case: str = "4") -> str:
     """The case column of the long-poll rows."""
-    return f"4 long polls {plan.long_polls:,} woken"
+    return f"{case} long polls {plan.long_polls:,} woken"
+
+
+def long_poll_env(plan: Plan) -> dict[str, str]:
+    """Settings that let every long poll of the plan wait at once."""
+    return {"SYNC_POLL_MAX_WAITING_PER_USER": str(plan.long_polls)}
 
 
 async def long_polls(bench: Bench, kind: str) -> Row:
-    """Park the long polls, broadcast once, time every answer."""
-    plan, database = bench.plan, bench.database
+    """One server: park the long polls, broadcast once, time every answer."""
+    plan = bench.plan
     folder = bench.folder(f"long-polls-{kind}")
+    env = long_poll_env(plan)
+    woken = await wake_long_polls(
+        bench, lambda: start_project(kind, bench.database, folder, env), folder
+    )
+    row = long_poll_row(long_poll_label(plan), kind, "project", plan.long_polls, woken)
+    row.targets = targets.long_polls(row, woken.post_ms, row.lost == 0)
+    return row
+
+
+@dataclass
+class Woken:
+    """Long polls answered after one broadcast."""
+
+    answers: list[tuple[int, int, int]]  # (µs since the epoch, status, count)
+    started_us: int  # when the broadcast was sent
+    post_ms: float  # how long the broadcast's POST took to answer
+    not_sent: int  # long polls that could not be sent
+
+
+async def wake_long_polls(
+    bench: Bench, start: Callable[[], Server | Cluster], folder: Path
+) -> Woken:
+    """Start the system, park the long polls over its instances, broadcast
+    once through its first instance, and collect every answer."""
+    plan, database = bench.plan, bench.database
     tokens_file = folder / "tokens.json"
     tokens_file.write_text(json.dumps(database.bench_tokens[: plan.long_poll_users]))
-    waiting = {"SYNC_POLL_MAX_WAITING_PER_USER": str(plan.long_polls)}
-    async with running(
-        lambda: start_project(kind, database, folder, waiting)
-    ) as server:
+    async with running(start) as server:
         trigger = project_broadcast(server.port, database.staff_token)
         await fire_all(trigger, [{"r": -1, "seq": -1, "t": 0}], 1, 0)
         since = await asyncio.to_thread(server_now_ms, server.port, database.user_token)
         pollers = await LongPollers.start(
-            server.port, tokens_file, plan.long_polls, since
+            server.ports, tokens_file, plan.long_polls, since
         )
         try:
             await wait_until_quiet(server)
@@ -664,7 +723,7 @@ async def long_polls(bench: Bench, kind: str) -> Row:
         finally:
             await pollers.stop()
             await trigger.close()
-    return long_poll_row(bench.plan, kind, answers, started, post_s * 1000, pollers)
+    return Woken(answers, started, post_s * 1000, pollers.failed)
 
 
 def server_now_ms(port: int, token: str) -> int:
@@ -675,33 +734,30 @@ def server_now_ms(port: int, token: str) -> int:
     return json.loads(body)["timestamp"]
 
 
-def long_poll_row(
-    plan: Plan, kind: str, answers, started_us: int, post_ms: float, pollers
-) -> Row:
-    """A row of the long-poll case."""
-    early = sum(1 for received, _, _ in answers if received < started_us)
+def long_poll_row(label: str, kind: str, system: str, total: int, woken: Woken) -> Row:
+    """A row of `total` long polls woken by one broadcast (its targets apart)."""
+    started_us = woken.started_us
+    early = sum(1 for received, _, _ in woken.answers if received < started_us)
     woke = sorted(
         (received - started_us) / 1000
-        for received, status, count in answers
+        for received, status, count in woken.answers
         if status == 200 and count and received >= started_us
     )
-    total = plan.long_polls
     row = Row(
-        long_poll_label(plan),
+        label,
         kind,
-        "project",
+        system,
         p50=percentile(woke, 0.5),
         p99=percentile(woke, 0.99),
         max=woke[-1] if woke else None,
         lost=total - len(woke),
-        notes=f"{len(woke)}/{total} woken; broadcast POST {post_ms:.0f} ms",
+        notes=f"{len(woke)}/{total} woken; broadcast POST {woken.post_ms:.0f} ms",
     )
-    if early or pollers.failed:
+    if early or woken.not_sent:
         row.notes += (
-            f"; {early} answered before the broadcast, {pollers.failed} not sent"
+            f"; {early} answered before the broadcast, {woken.not_sent} not sent"
         )
-    row.figures = {"woken": len(woke), "early": early, "broadcastMs": post_ms}
-    row.targets = targets.long_polls(row, post_ms, len(woke) == total)
+    row.figures = {"woken": len(woke), "early": early, "broadcastMs": woken.post_ms}
     return row
 
 
@@ -710,14 +766,9 @@ def long_poll_row(
 
 async def idle_case(bench: Bench) -> list[Row]:
     """Memory per idle socket and idle CPU with a short heartbeat, per server."""
-    rows = []
-    for kind in bench.servers:
-        bench.progress(f"  idle sockets: project on {kind}")
-        try:
-            rows.append(await idle(bench, kind))
-        except Exception as error:  # one server failing must not end the run
-            rows.append(failed_row(idle_label(bench.plan), kind, "project", error))
-    return rows
+    return await on_each_server(
+        bench, "idle sockets", idle_label(bench.plan), lambda kind: idle(bench, kind)
+    )
 
 
 def idle_label(plan: Plan) -> str:
@@ -773,19 +824,22 @@ async def measure_idle(bench: Bench, server: Server):
     return fleet, kib, cpu_share, status
 
 
-# 6. Redis -----------------------------------------------------------------------
-
-
-async def redis_case(bench: Bench) -> list[Row]:
-    """Cases 1 and 4 with REDIS_URL: not yet."""
-    return [
-        Row(
-            "6 Redis: cases 1, 4",
-            "-",
-            "project",
-            notes="not measured (Redis store not built yet)",
-        )
-    ]
+async def on_each_server(
+    bench: Bench,
+    what: str,
+    label: str,
+    measure: Callable[[str], Awaitable[Row]],
+    system: str = "project",
+) -> list[Row]:
+    """`measure(kind)` on each server in turn; a failure becomes its row."""
+    rows = []
+    for kind in bench.servers:
+        bench.progress(f"  {what}: {system} on {kind}")
+        try:
+            rows.append(await measure(kind))
+        except Exception as error:  # one server failing must not end the run
+            rows.append(failed_row(label, kind, system, error))
+    return rows
 
 
 def failed_row(case: str, server: str, system: str, error: BaseException) -> Row:
@@ -797,30 +851,3 @@ def failed_row(case: str, server: str, system: str, error: BaseException) -> Row
 def join(*parts: str) -> str:
     """Non-empty parts, separated by '; '."""
     return "; ".join(part for part in parts if part)
-
-
-CASES = {
-    "1": "fan-out",
-    "2": "per-user",
-    "3": "short polls",
-    "4": "long polls",
-    "5": "idle sockets",
-    "6": "redis",
-}
-
-
-async def run_case(bench: Bench, number: str) -> list[Row]:
-    """Run case `number` (see CASES)."""
-    if number == "1":
-        rows = []
-        for sockets in bench.plan.fanout_sizes:
-            rows += await fan_out_case(bench, sockets)
-        return rows
-    runners = {
-        "2": per_user_case,
-        "3": short_poll_case,
-        "4": long_poll_case,
-        "5": idle_case,
-        "6": redis_case,
-    }
-    return await runners[number](bench)

@@ -80,10 +80,17 @@ class LongPollers:
         self.open = self.failed = 0
 
     @classmethod
-    async def start(cls, port: int, tokens_file: Path, total: int, since_ms: int):
-        """Start two processes; return once every long poll was sent."""
+    async def start(
+        cls, ports: list[int], tokens_file: Path, total: int, since_ms: int
+    ):
+        """Start two processes; return once every long poll was sent.
+
+        With several `ports` (instances of one cluster) the processes take
+        them in turn, so two instances get half the long polls each.
+        """
         processes = []
-        for share in (total - total // 2, total // 2):
+        for index, share in enumerate((total - total // 2, total // 2)):
+            port = ports[index % len(ports)]
             command = [sys.executable, "-m", "bench.longpoll", "--port", str(port)]
             command += ["--tokens", str(tokens_file), "--count", str(share)]
             command += ["--since", str(since_ms)]

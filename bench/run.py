@@ -1,12 +1,13 @@
-"""``make bench``: the delivery and HTTP figures of issue 7, in one table.
+"""``make bench``: the delivery and HTTP figures of issues 7 and 8, in one table.
 
     .venv/bin/python -m bench [--quick] [--server daphne|uvicorn]
                               [--cases 1,2,3,4,5,6] [--json FILE] [--keep-logs]
 
 Every baseline (bare ``websockets``, python-socketio, a bare Django view) is
 measured in the same run as the project, so ratios compare across machines.
-Cases and targets: see bench/cases.py and bench/targets.py. Prints the table
-and the targets with PASS or MISS; asserts nothing.
+Case 6 runs two instances on the Redis at REDIS_URL (bench/scaleout.py).
+Cases and targets: see bench/cases.py, bench/scaleout.py and bench/targets.py.
+Prints the table and the targets with PASS or MISS; asserts nothing.
 """
 
 from __future__ import annotations
@@ -22,8 +23,28 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench import report
-from bench.cases import CASES, QUICK, Bench, Plan, run_case
+from bench.cases import (
+    QUICK,
+    Bench,
+    Plan,
+    fan_out_case,
+    idle_case,
+    long_poll_case,
+    per_user_case,
+    short_poll_case,
+)
+from bench.report import Row
+from bench.scaleout import redis_case
 from bench.servers import ASGI_SERVERS, prepare_database, socketio_installed
+
+CASES = {
+    "1": "fan-out",
+    "2": "per-user",
+    "3": "short polls",
+    "4": "long polls",
+    "5": "idle sockets",
+    "6": "Redis: fan-out and long polls on two instances",
+}
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
@@ -49,6 +70,23 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     return options
 
 
+async def run_case(bench: Bench, number: str) -> list[Row]:
+    """Run case `number` (see CASES)."""
+    if number == "1":
+        rows = []
+        for sockets in bench.plan.fanout_sizes:
+            rows += await fan_out_case(bench, sockets)
+        return rows
+    runners = {
+        "2": per_user_case,
+        "3": short_poll_case,
+        "4": long_poll_case,
+        "5": idle_case,
+        "6": redis_case,
+    }
+    return await runners[number](bench)
+
+
 def raise_open_files_limit() -> int:
     """Soft RLIMIT_NOFILE up to the hard limit (children inherit it)."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -61,9 +99,9 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-async def measure(bench: Bench, cases: list[str]) -> list[report.Row]:
+async def measure(bench: Bench, cases: list[str]) -> list[Row]:
     """Run the cases in order; their rows."""
-    rows: list[report.Row] = []
+    rows: list[Row] = []
     for number in cases:
         started = time.monotonic()
         say(f"case {number}: {CASES[number]}")
@@ -95,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.render_table(rows))
     print()
-    print("Targets (issue 7; printed, not asserted):")
+    print("Targets (issues 7 and 8; printed, not asserted):")
     print(report.render_targets(rows) or "  (none in the cases run)")
     print(f"\n{'quick' if options.quick else 'full'} run, {elapsed / 60:.1f} min")
     if options.keep_logs:

@@ -110,6 +110,15 @@ class Server:
         """The end of what the server wrote to stdout and stderr."""
         return self.log_path.read_text(errors="replace")[-characters:]
 
+    @property
+    def ports(self) -> list[int]:
+        """Every port serving the system (one here; a cluster has several)."""
+        return [self.port]
+
+    def urls(self, path: str, count: int) -> list[str]:
+        """`count` WebSocket URLs of `path`, for as many clients."""
+        return [f"{self.ws_url}{path}"] * count
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if the server has not exited in time."""
         if self.process.poll() is None:
@@ -119,6 +128,47 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(STOP_TIMEOUT)
+
+
+@dataclass
+class Cluster:
+    """Instances of the project on one Redis, measured as one system.
+
+    Publishes go to the first instance; clients are spread over all of
+    them; memory and CPU are the sums of the instances'.
+    """
+
+    servers: list[Server]
+
+    @property
+    def port(self) -> int:
+        """Where publishes go: the first instance."""
+        return self.servers[0].port
+
+    @property
+    def ports(self) -> list[int]:
+        """The port of each instance."""
+        return [server.port for server in self.servers]
+
+    def urls(self, path: str, count: int) -> list[str]:
+        """`count` URLs of `path`, dealt to the instances in turn."""
+        return [
+            f"{self.servers[index % len(self.servers)].ws_url}{path}"
+            for index in range(count)
+        ]
+
+    def rss_bytes(self) -> int:
+        """Resident memory of every instance."""
+        return sum(server.rss_bytes() for server in self.servers)
+
+    def cpu_seconds(self) -> float:
+        """CPU time of every instance."""
+        return sum(server.cpu_seconds() for server in self.servers)
+
+    def stop(self) -> None:
+        """Stop every instance."""
+        for server in self.servers:
+            server.stop()
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -251,6 +301,24 @@ def start_project(
     return spawn(
         f"project-{kind}", project_command(kind, port, env), port, env, workdir
     )
+
+
+def start_cluster(
+    kind: str,
+    database: BenchDatabase,
+    workdir: Path,
+    overrides: dict[str, str],
+    instances: int = 2,
+) -> Cluster:
+    """`instances` of the project on `kind`, each with `overrides` (REDIS_URL)."""
+    cluster = Cluster([])
+    try:
+        for _ in range(instances):
+            cluster.servers.append(start_project(kind, database, workdir, overrides))
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
 
 
 def start_bare_django(kind: str, workdir: Path) -> Server:

@@ -125,17 +125,23 @@ if REDIS_URL:
             "KEY_PREFIX": env_str("SYNC_KEY_PREFIX", "sync"),
         }
     }
-    # channels-redis waits on BZPOPMIN for 5 s; redis-py's default 5 s read
-    # timeout would fire first and close idle sockets with 1011.
-    CHANNEL_LAYER_READ_TIMEOUT = 15
+    # The layer only carries revocations to other processes (messages go
+    # through the store's subscription). Pub/sub over RedisChannelLayer, as
+    # measured in docs/performance.md ("Channel layer"): joins never fail in
+    # a reconnect storm (one subscription connection, not a pool of 100 that
+    # raises past it), sockets survive a Redis restart instead of crashing
+    # on a failed BZPOPMIN, and a group_send crosses faster. A revocation
+    # published while the subscription is down is lost: the heartbeat's
+    # re-check closes those sockets. Pub/sub reads never block on a command,
+    # so a 2 s timeout only bounds a publish to a hung Redis.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
                 "hosts": [
                     {
                         "address": REDIS_URL,
-                        "socket_timeout": CHANNEL_LAYER_READ_TIMEOUT,
+                        "socket_timeout": 2,
                         "socket_connect_timeout": 2,
                     }
                 ],

@@ -30,7 +30,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -78,6 +78,12 @@ HEALTH_CHECK_INTERVAL_SECONDS = 15
 # down. Safe for appends too: append.lua is idempotent by message id.
 RETRIES = 1
 RETRY_BACKOFF = ExponentialWithJitterBackoff(cap=0.2, base=0.05)
+# Connections one event loop holds at most. One broadcast wakes every long
+# poll and every socket with a hole to fill at the same moment: past this
+# many, a command waits for a free connection (up to POOL_WAIT_SECONDS)
+# instead of failing, as redis-py's default pool of 100 does (503 or 1011).
+ASYNC_POOL_CONNECTIONS = 50
+POOL_WAIT_SECONDS = 5.0
 # How long the wake-up listener blocks reading its subscription before it
 # checks whether it was asked to stop.
 LISTEN_POLL_SECONDS = 1.0
@@ -237,6 +243,40 @@ class _Waiters:
             waiter.wake()
 
 
+class _SharedCalls:
+    """Identical reads asked for in one turn of the event loop share one
+    round trip.
+
+    One broadcast wakes every long poll and socket of this process at once,
+    most of them asking the same thing (the head of one user, the same page).
+    The call is sent at the next turn, after every caller of this turn
+    joined, so its answer is as fresh as each of them needs; a caller of a
+    later turn starts a new one.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[Any, ...], asyncio.Task] = {}
+
+    async def run(self, key: tuple[Any, ...], call: Callable[[], Awaitable[Any]]):
+        """`call()`'s answer, shared with the callers of this turn asking `key`."""
+        task = self._pending.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._send(key, call))
+            task.add_done_callback(_retrieve)
+            self._pending[key] = task
+        return await asyncio.shield(task)  # one caller leaving stops no other
+
+    async def _send(self, key: tuple[Any, ...], call: Callable[[], Awaitable[Any]]):
+        del self._pending[key]  # from now on, callers need a fresher answer
+        return await call()
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """Mark a shared call's error as seen: each caller got it already."""
+    if not task.cancelled():
+        task.exception()
+
+
 class RemoteDelivery(Protocol):
     """What the store hands other instances' messages to (the delivery hub)."""
 
@@ -366,6 +406,11 @@ class RedisMessageStore(MessageStore):
         with _translate_redis_errors():
             return self._scripts[name](args=[self._prefix, *args])
 
+    async def _arun_shared(self, key: tuple[Any, ...], name: str, *args: Any) -> Any:
+        """_arun, shared with this turn's callers asking the same `key`."""
+        self._async_client()  # this loop's client and shared calls
+        return await self._local.shared.run(key, lambda: self._arun(name, *args))
+
     async def _arun(self, name: str, *args: Any) -> Any:
         client = self._async_client()
         values = [self._prefix, *args]
@@ -380,11 +425,15 @@ class RedisMessageStore(MessageStore):
         if getattr(self._local, "loop", None) is not loop:
             # Only one client per thread is kept: an older loop's is dropped.
             self._local.loop = loop
-            self._local.client = redis.asyncio.Redis.from_url(
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
                 self._url,
+                max_connections=ASYNC_POOL_CONNECTIONS,
+                timeout=POOL_WAIT_SECONDS,
                 retry=AsyncRetry(RETRY_BACKOFF, RETRIES),
                 **self._client_options(),
             )
+            self._local.client = redis.asyncio.Redis.from_pool(pool)
+            self._local.shared = _SharedCalls()
         return self._local.client
 
     def _now_ms(self, now: float) -> int:
@@ -478,8 +527,9 @@ class RedisMessageStore(MessageStore):
         )
         now = self._clock()
         await self._asweep_if_due(now)
-        reply = await self._arun("read", *self._read_args(user_id, request, now))
-        return self._page(request, reply)
+        key = ("read", str(user_id), request)
+        args = self._read_args(user_id, request, now)
+        return self._page(request, await self._arun_shared(key, "read", *args))
 
     def _read_args(self, user_id: str, request: PageRequest, now: float) -> list[Any]:
         cursor = request.cursor
@@ -549,8 +599,9 @@ class RedisMessageStore(MessageStore):
     async def ahead(self, user_id: str) -> Position:
         """Async twin of head."""
         now_ms = self._now_ms(self._clock())
-        reply = await self._arun("head", self._new_epoch_id(), now_ms, str(user_id))
-        return self._position(reply)
+        key = ("head", str(user_id))
+        args = (self._new_epoch_id(), now_ms, str(user_id))
+        return self._position(await self._arun_shared(key, "head", *args))
 
     def _position(self, reply: list[Any]) -> Position:
         epoch, user_seq, broadcast_seq = reply

@@ -69,7 +69,7 @@ def test_the_rate_limit_counter_is_shared_by_server_processes(redis_url, test_pr
 def redis_layer(settings, redis_url, test_prefix):
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [redis_url], "prefix": test_prefix},
         }
     }

@@ -531,6 +531,33 @@ async def test_a_wait_sees_a_message_published_on_another_instance(
     assert asyncio.get_running_loop().time() - started < 0.5  # woken, not polled
 
 
+async def test_hundreds_of_reads_at_once_all_answer(redis_store, twin_store):
+    """One broadcast wakes every long poll and socket of a process together."""
+    await twin_store.aadd_message(broadcast_message(1))
+
+    pages = await asyncio.gather(
+        *(redis_store.aread(str(user), since=0) for user in range(300)),
+        *(redis_store.aread("1", since=0) for _ in range(300)),
+    )
+    heads = await asyncio.gather(*(redis_store.ahead("1") for _ in range(300)))
+
+    assert all(numbers(page.messages) == [1] for page in pages)
+    assert set(heads) == {pages[-1].position}
+
+
+async def test_a_read_after_a_publish_sees_it_while_others_read(
+    redis_store, twin_store
+):
+    readers = [asyncio.create_task(redis_store.aread("1", since=0)) for _ in range(50)]
+    await twin_store.aadd_message(user_message("1", 1))
+
+    after = await redis_store.aread("1", since=0)
+
+    assert numbers(after.messages) == [1]
+    for page in await asyncio.gather(*readers):
+        assert numbers(page.messages) in ([], [1])
+
+
 async def test_a_wait_without_news_ends_at_its_timeout(redis_store, twin_store):
     position = await redis_store.ahead("1")
     await twin_store.aadd_message(user_message("2", 1))  # someone else's
