@@ -68,7 +68,7 @@ def server_command(
             host,
             "-p",
             str(port),
-            APPLICATION,
+            application,
         ]
     raise ValueError(f"SERVER must be one of {', '.join(SERVERS)}, got {kind!r}.")
 
