@@ -8,9 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
-from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.cache import DEFAULT_CACHE_ALIAS, BaseCache, caches
 from django.core.cache.backends.dummy import DummyCache
 from django.core.cache.backends.locmem import LocMemCache
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from sync.rates import Rate
 
@@ -18,6 +20,32 @@ CACHE_PREFIX = "sync:ratelimit"
 # Caches that never leave the process (a dict under a lock, no I/O): cheap
 # enough to call on the event loop.
 IN_PROCESS_CACHES = (LocMemCache, DummyCache)
+
+
+_process_cache: BaseCache | None = None
+
+
+def shared_cache() -> BaseCache:
+    """One client of the default cache for the whole process.
+
+    ``django.core.cache.cache`` is a new backend object in every asyncio
+    context, and the lean /api/ path runs each request in a context of its
+    own: with RedisCache that is a new connection pool, hence a new TCP
+    connection to Redis, per request. Cache backends are thread-safe (redis-py
+    pools are), so one object serves every request and worker thread.
+    """
+    global _process_cache
+    if _process_cache is None:
+        _process_cache = caches.create_connection(DEFAULT_CACHE_ALIAS)
+    return _process_cache
+
+
+@receiver(setting_changed)
+def _forget_shared_cache(*, setting: str, **kwargs) -> None:
+    """Tests that override CACHES get a client of the new cache."""
+    global _process_cache
+    if setting == "CACHES":
+        _process_cache = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +84,13 @@ async def ahit_shared(identity: str, rate: Rate, now: float | None = None) -> Hi
     through ``sync_to_async`` on the one thread all thread-sensitive calls
     share; RedisCache has no native async API.
     """
-    if isinstance(caches[DEFAULT_CACHE_ALIAS], IN_PROCESS_CACHES):
+    if isinstance(shared_cache(), IN_PROCESS_CACHES):
         return hit_shared(identity, rate, now)
     return await sync_to_async(hit_shared, thread_sensitive=False)(identity, rate, now)
 
 
 def _increment(key: str, timeout: int) -> int:
+    cache = shared_cache()
     try:
         return cache.incr(key)
     except ValueError:  # no counter yet in this window

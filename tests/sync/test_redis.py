@@ -5,6 +5,7 @@ Keys go under a prefix unique to each test, and each test deletes only its own.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -16,6 +17,8 @@ import redis
 from channels.layers import channel_layers
 from django.conf import settings
 
+from sync.ratelimit import ahit_shared
+from sync.rates import Rate
 from sync.services import get_realtime_sync
 
 pytestmark = pytest.mark.redis
@@ -93,3 +96,33 @@ async def test_websocket_delivery_through_channels_redis(redis_layer, ws_connect
     announcement = await first_tab.receive_json_from(5)
     assert announcement["id"] == ops["id"]
     assert await second_tab.receive_nothing(0.3)
+
+
+def test_requests_share_one_redis_connection_pool_for_their_rate_limit(
+    settings, redis_url, test_prefix
+):
+    """Every request runs in a context of its own; none opens its own pool."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": test_prefix,
+        }
+    }
+    monitor = redis.Redis.from_url(redis_url)
+    opened_before = monitor.info("stats")["total_connections_received"]
+
+    async def forty_requests() -> list[int]:
+        # One task per request, as the server runs them: a context each.
+        tasks = [
+            asyncio.create_task(ahit_shared("user:1", Rate(100, 3600), now=7200.0))
+            for _ in range(40)
+        ]
+        return sorted(hit.count for hit in await asyncio.gather(*tasks))
+
+    counts = asyncio.run(forty_requests())
+    opened = monitor.info("stats")["total_connections_received"] - opened_before
+
+    assert counts == list(range(1, 41))
+    # A few pooled connections for concurrent worker threads, not one each.
+    assert opened <= 10, f"{opened} Redis connections for 40 requests"
