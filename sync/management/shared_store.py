@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
 from sync.exceptions import StoreUnavailable, SyncError
@@ -43,3 +45,16 @@ def store_errors() -> Iterator[None]:
         field = error.details.get("field")
         where = f"--{field}: " if field else ""
         raise CommandError(f"{where}{error.message} ({error.code})") from None
+
+
+def queue_of_user(user_id: str) -> str | None:
+    """The queue id servers use for this user (``str(pk)``), or None if unknown.
+
+    ``--user 01`` or `` 1`` finds user 1, but a queue named after the raw text
+    would be one no socket or poll ever reads.
+    """
+    try:
+        user = get_user_model().objects.filter(pk=user_id.strip()).first()
+    except (ValueError, ValidationError):
+        return None
+    return None if user is None else str(user.pk)

@@ -163,6 +163,29 @@ async def test_sync_publish_reaches_the_users_socket(ws_connect, user, shared_st
     assert printed == f"Published {frame['id']} to user {user.pk}.\n"
 
 
+async def test_sync_publish_spells_the_user_id_as_the_server_reads_it(
+    ws_connect, user, shared_store
+):
+    socket, _ = await ws_connect(user)
+
+    printed = await arun(
+        "sync_publish", "--user", f" 0{user.pk}", "--type", "data.updated",
+        "--payload", "{}",
+    )  # fmt: skip
+    frame = json.loads((await socket.receive_output(2))["text"])
+
+    assert frame["userId"] == str(user.pk)
+    assert printed == f"Published {frame['id']} to user {user.pk}.\n"
+
+
+async def test_sync_purge_spells_the_user_id_as_the_server_reads_it(user, shared_store):
+    await sync_to_async(add)(shared_store, str(user.pk), 1)
+
+    purged = await arun("sync_purge", "--user", f"0{user.pk}")
+
+    assert purged == f"Dropped 1 message from user {user.pk}'s queue.\n"
+
+
 async def test_sync_publish_broadcasts_to_everyone_and_records_it(
     ws_connect, user, other_client, shared_store
 ):
@@ -261,7 +284,7 @@ async def test_sync_stats_prints_the_shared_figures(ws_connect, user, shared_sto
 
 
 async def test_sync_purge_drops_what_it_says_and_a_dry_run_nothing(
-    shared_store, clock, sync_config
+    db, shared_store, clock, sync_config
 ):
     sync_config(MESSAGE_TTL=10)
     for user_id, number in (("7", 1), ("7", 2), ("8", 3), (None, 4)):

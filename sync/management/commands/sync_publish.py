@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from sync import validation
 from sync.exceptions import SyncError
-from sync.management.shared_store import shared_realtime_sync, store_errors
+from sync.management.shared_store import (
+    queue_of_user,
+    shared_realtime_sync,
+    store_errors,
+)
 from sync.models import Broadcast
 from sync.parsers import loads_strict
 
@@ -23,15 +25,6 @@ def _payload(text: str) -> dict[str, Any]:
         raise CommandError(f"{message} ({error.code})") from None
     with store_errors():
         return validation.validate_payload(value)
-
-
-def _require_user(user_id: str) -> None:
-    try:
-        exists = get_user_model().objects.filter(pk=user_id).exists()
-    except (ValueError, ValidationError):
-        exists = False
-    if not exists:
-        raise CommandError(f"--user: no user has id {user_id!r}.")
 
 
 class Command(BaseCommand):
@@ -75,6 +68,8 @@ class Command(BaseCommand):
                 audience = ", ".join(sent["topics"]) or "everyone"
                 self.stdout.write(f"Broadcast {sent['id']} to {audience}.")
                 return
-            _require_user(options["user"])
-            sent = sync.publish(options["type"], payload, options["user"])
-            self.stdout.write(f"Published {sent['id']} to user {options['user']}.")
+            user_id = queue_of_user(options["user"])
+            if user_id is None:
+                raise CommandError(f"--user: no user has id {options['user']!r}.")
+            sent = sync.publish(options["type"], payload, user_id)
+            self.stdout.write(f"Published {sent['id']} to user {user_id}.")

@@ -6,7 +6,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from sync.management.shared_store import shared_realtime_sync, store_errors
+from sync.management.shared_store import (
+    queue_of_user,
+    shared_realtime_sync,
+    store_errors,
+)
 
 NOTHING_CHOSEN = (
     "Say what to purge: --user ID (that user's queue), --all (every queue, "
@@ -46,6 +50,8 @@ class Command(BaseCommand):
             raise CommandError(NOTHING_CHOSEN)
         if user_id is not None and not user_id.strip():
             raise CommandError("--user needs a user id.")
+        if user_id is not None:  # a deleted user's queue can still be purged
+            user_id = queue_of_user(user_id) or user_id.strip()
         sync = shared_realtime_sync()
         with store_errors():
             count = sync.store.purge_messages(
