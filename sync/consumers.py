@@ -38,6 +38,7 @@ from sync.exceptions import (
     InvalidJSON,
     InvalidTopics,
     ServiceUnavailable,
+    StoreUnavailable,
     SyncError,
 )
 from sync.heartbeats import heartbeats
@@ -50,6 +51,7 @@ from sync.services.cursors import decode_cursor
 from sync.services.groups import cross_process_layer, user_group
 from sync.services.handlers import HandlerQueue
 from sync.services.hub import EncodedMessage
+from sync.services.redis_store import REDIS_DOWN
 from sync.services.streams import ReaderStream, Verdict
 from sync.topic_access import aauthorize_topics
 from sync.validation import (
@@ -72,6 +74,9 @@ CLOSE_UNAVAILABLE = 1011
 CLOSE_GOING_AWAY = 1001
 # Seconds to wait for a client's close answer when the server shuts down.
 SHUTDOWN_CLOSE_WAIT = 1.0
+# Pause between attempts to read the channel layer while Redis is out of
+# reach (one socket at a time tries: channels-redis serialises its reads).
+LAYER_RETRY_SECONDS = 1.0
 # Live messages held while the store is read; past it they are let go and the
 # store is read again afterwards, since it holds them too.
 MAX_HELD_MESSAGES = 1000
@@ -217,6 +222,28 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             async with asyncio.timeout(SHUTDOWN_CLOSE_WAIT):
                 while (await receive())["type"] != "websocket.disconnect":
                     pass
+
+    @property
+    def channel_receive(self):
+        """The layer's receive as Channels runs it, outliving a Redis outage."""
+        return self._receive_from_layer
+
+    @channel_receive.setter
+    def channel_receive(self, receive) -> None:
+        self._layer_receive = receive  # set by Channels' __call__
+
+    async def _receive_from_layer(self) -> dict[str, Any]:
+        """The next layer event; while Redis is out of reach, wait and retry.
+
+        Only revocations come this way, and heartbeats re-check those, so a
+        socket lives through an outage instead of dying with the layer's
+        error (no close frame), and delivers again once Redis is back.
+        """
+        while True:
+            try:
+                return await self._layer_receive()
+            except REDIS_DOWN:
+                await asyncio.sleep(LAYER_RETRY_SECONDS)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch without its per-event database housekeeping.
@@ -497,7 +524,17 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         if self.channel_layer is None:
             return
         for group in groups:
-            await self.channel_layer.group_add(group, self.channel_name)
+            with _redis_errors_as_unavailable():
+                await self.channel_layer.group_add(group, self.channel_name)
+
+
+@contextlib.contextmanager
+def _redis_errors_as_unavailable():
+    """The layer's Redis out of reach is the store's: error frame, then 1011."""
+    try:
+        yield
+    except REDIS_DOWN as error:
+        raise StoreUnavailable() from error
 
 
 def encode_frame(frame: dict[str, Any]) -> str:
