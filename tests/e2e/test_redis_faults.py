@@ -36,7 +36,7 @@ SEND_TYPE = "fault.message"
 SEND_INTERVAL = 0.05
 FRAME_TIMEOUT = 5.0
 # Redis is down this long under traffic.
-OUTAGE_SECONDS = 2.5
+OUTAGE_SECONDS = 2.0
 # The service must serve again this soon after Redis is back, by itself.
 RECOVERY_TIMEOUT = 10.0
 # A server's resident memory may grow this much while Redis is down (it

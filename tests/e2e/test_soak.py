@@ -51,7 +51,7 @@ TWO_INSTANCE_RUN = SoakConfig(seconds=16.0, settle=3.0, publishers=2)
 
 
 @pytest.fixture
-def soak_instances(redis_url, dedicated_asgi_server, server_kind):
+def soak_instances(request, redis_url, server_kind):
     """Instances A and B on one Redis, with the soak's environment.
 
     Run on the first server kind only: the cross-instance paths under test
@@ -62,7 +62,8 @@ def soak_instances(redis_url, dedicated_asgi_server, server_kind):
         pytest.skip(f"the two-instance soak runs on {E2E_SERVERS[0]} only")
     prefix = f"sync-soak-{uuid.uuid4().hex[:12]}"
     env = {**SOAK_ENV, "REDIS_URL": redis_url, "SYNC_KEY_PREFIX": prefix}
-    yield dedicated_asgi_server(**env), dedicated_asgi_server(**env)
+    start = request.getfixturevalue("dedicated_asgi_server")
+    yield start(**env), start(**env)
     client = redis.Redis.from_url(redis_url)
     for key in client.scan_iter(f"{prefix}*"):
         client.delete(key)

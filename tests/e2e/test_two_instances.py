@@ -20,6 +20,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.e2e.conftest import E2E_SERVERS
 from tests.e2e.test_nginx import behind_nginx, through  # noqa: F401 (a fixture)
 from tests.support.live_server import LiveServer
 
@@ -132,10 +133,16 @@ DELIVERY_TIMEOUT = 15.0
 
 
 @pytest.fixture(params=["direct", "nginx"])
-def entry_points(request, two_instances) -> tuple[LiveServer, LiveServer]:
-    """Where clients go: A and B on their own ports, or nginx in front of both."""
+def entry_points(request, server_kind) -> tuple[LiveServer, LiveServer]:
+    """Where clients go: A and B on their own ports, or nginx in front of both.
+
+    On the first server kind only: what is under test (the store, the
+    subscription, the hub) is the same code on both, and time is short.
+    """
+    if server_kind != E2E_SERVERS[0]:
+        pytest.skip(f"concurrent senders are tested on {E2E_SERVERS[0]} only")
     if request.param == "direct":
-        return two_instances
+        return request.getfixturevalue("two_instances")
     a, _, port = request.getfixturevalue("behind_nginx")
     front = through(a, port)
     return front, front
