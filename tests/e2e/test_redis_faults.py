@@ -42,6 +42,10 @@ RECOVERY_TIMEOUT = 10.0
 # A server's resident memory may grow this much while Redis is down (it
 # answers 503s; nothing should pile up).
 OUTAGE_RSS_GROWTH_BYTES = 64 * 1024 * 1024
+DELETE_BOBS_TOKEN = (
+    "from rest_framework.authtoken.models import Token; "
+    "Token.objects.filter(user__username='bob').delete()"
+)
 STORE_UNAVAILABLE = {
     "success": False,
     "error": {
@@ -262,8 +266,12 @@ async def test_a_crashed_persistent_redis_loses_nothing_acknowledged(
     redis_server, server = redis_fault_server(persistent=True)
     poll_cursor = await asyncio.to_thread(server.head_cursor, USER)
     stop_reading, stop_frames = asyncio.Event(), asyncio.Event()
-    async with connect(server.websocket_url(USER)) as writer:
+    async with (
+        connect(server.websocket_url(USER)) as writer,
+        connect(server.websocket_url("bob")) as idle,
+    ):
         socket_cursor = json.loads(await writer.recv())["payload"]["cursor"]
+        assert json.loads(await idle.recv())["type"] == "connection.established"
         reader = Reader(server, socket_cursor)
         reading = asyncio.create_task(reader.run(stop_reading))
         frames_sent: list[Sent] = []
@@ -291,6 +299,10 @@ async def test_a_crashed_persistent_redis_loses_nothing_acknowledged(
         await asyncio.to_thread(sender.stop)
         stop_frames.set()
         await framing
+        # The idle socket lived through the outage, and revocations reach it
+        # again through the channel layer (long before its 30 s heartbeat).
+        await asyncio.to_thread(server.shell, DELETE_BOBS_TOKEN)
+        assert await close_code_of(idle) == 4401
 
     sent = sender.sent + frames_sent
     acknowledged = [s for s in sent if s.acknowledged]
