@@ -47,7 +47,7 @@ async def test_soak_loses_repeats_and_reorders_nothing_unannounced(
 
 
 # Two instances on one Redis: tabs and publishers on either, at random.
-TWO_INSTANCE_RUN = SoakConfig(seconds=16.0, settle=3.0, publishers=2)
+TWO_INSTANCE_RUN = SoakConfig(seconds=12.0, settle=3.0, publishers=2)
 
 
 @pytest.fixture
