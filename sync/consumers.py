@@ -243,6 +243,10 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             try:
                 return await self._layer_receive()
             except REDIS_DOWN:
+                # Cancelled (the socket is closing) while redis-py was reading:
+                # its error may stand for the cancellation, so never retry then.
+                if asyncio.current_task().cancelling():
+                    raise asyncio.CancelledError() from None
                 await asyncio.sleep(LAYER_RETRY_SECONDS)
 
     async def dispatch(self, message: dict[str, Any]) -> None:

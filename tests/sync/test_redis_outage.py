@@ -8,6 +8,7 @@ dropped without a close frame. End to end: tests/e2e/test_redis_faults.py.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
@@ -63,3 +64,28 @@ async def test_a_socket_outlives_a_channel_layer_read_that_fails(monkeypatch):
 
     assert await consumer.channel_receive() == {"type": "x"}
     assert answers == []
+
+
+async def test_a_closing_socket_never_retries_the_channel_layer(monkeypatch):
+    # redis-py may answer a cancelled read with ConnectionError; retrying it
+    # kept a closed socket's task alive, and uvicorn's shutdown waited on it.
+    monkeypatch.setattr(consumers, "LAYER_RETRY_SECONDS", 0.01)
+    consumer = consumers.RealtimeConsumer()
+    reads = 0
+
+    async def layer_receive():
+        nonlocal reads
+        reads += 1
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise redis.ConnectionError("Connection closed by server.") from None
+
+    consumer.channel_receive = layer_receive
+    receiving = asyncio.ensure_future(consumer.channel_receive())
+    await asyncio.sleep(0.05)
+    receiving.cancel()
+    await asyncio.wait({receiving}, timeout=1)
+
+    assert receiving.cancelled()
+    assert reads == 1
