@@ -7,6 +7,7 @@ runs the same for longer and prints a table. Counts are printed (``pytest -s``).
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -22,13 +23,15 @@ pytestmark = pytest.mark.e2e
 SHORT_RUN = SoakConfig(seconds=16.0, settle=3.0)
 # Lines of the first process's log shown when something failed around it.
 SHUTDOWN_LOG_LINES = 30
+# The line each server writes when it starts (daphne, uvicorn).
+SERVER_STARTED = re.compile(r"Starting server|Started server process")
 
 
 def before_restart(log: str) -> str:
     """The last lines the server wrote before it was started again."""
-    first_run = log.split("Starting server", 2)[:2]
-    lines = "Starting server".join(first_run).splitlines()
-    return "\n".join(lines[-SHUTDOWN_LOG_LINES:])
+    starts = [m.start() for m in SERVER_STARTED.finditer(log)]
+    first_run = log[: log.rfind("\n", 0, starts[1])] if len(starts) > 1 else log
+    return "\n".join(first_run.splitlines()[-SHUTDOWN_LOG_LINES:])
 
 
 async def test_soak_loses_repeats_and_reorders_nothing_unannounced(
