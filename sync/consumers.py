@@ -77,6 +77,10 @@ SHUTDOWN_CLOSE_WAIT = 1.0
 # Pause between attempts to read the channel layer while Redis is out of
 # reach (one socket at a time tries: channels-redis serialises its reads).
 LAYER_RETRY_SECONDS = 1.0
+# A closing socket cancels its layer read again this often, at most this many
+# times, until the read stops (see _cancel_firmly).
+LAYER_CANCEL_RETRY_SECONDS = 0.1
+LAYER_CANCEL_ATTEMPTS = 50
 # Live messages held while the store is read; past it they are let go and the
 # store is read again afterwards, since it holds them too.
 MAX_HELD_MESSAGES = 1000
@@ -241,7 +245,9 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         """
         while True:
             try:
-                return await self._layer_receive()
+                return await _cancel_firmly(
+                    asyncio.ensure_future(self._layer_receive())
+                )
             except REDIS_DOWN:
                 # Cancelled (the socket is closing) while redis-py was reading:
                 # its error may stand for the cancellation, so never retry then.
@@ -530,6 +536,25 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         for group in groups:
             with _redis_errors_as_unavailable():
                 await self.channel_layer.group_add(group, self.channel_name)
+
+
+async def _cancel_firmly(task: asyncio.Task) -> Any:
+    """Await `task`; if cancelled meanwhile, cancel `task` until it stops.
+
+    channels-redis can lose a cancellation: redis-py reads a BZPOPMIN
+    cancelled at the wrong moment as its timeout, and the receive loop
+    starts another. The closed socket's task then lived on, and a server's
+    shutdown waited for it until killed.
+    """
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        for _ in range(LAYER_CANCEL_ATTEMPTS):
+            if task.done():
+                break
+            task.cancel()
+            await asyncio.wait({task}, timeout=LAYER_CANCEL_RETRY_SECONDS)
+        raise
 
 
 @contextlib.contextmanager

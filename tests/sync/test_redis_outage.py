@@ -89,3 +89,30 @@ async def test_a_closing_socket_never_retries_the_channel_layer(monkeypatch):
 
     assert receiving.cancelled()
     assert reads == 1
+
+
+async def test_a_closing_socket_stops_a_layer_read_that_lost_its_cancellation():
+    # channels-redis can lose a cancellation (redis-py reads a cancelled
+    # BZPOPMIN as its timeout and the receive loop starts another): a closed
+    # socket's task, and a server's shutdown, then waited until killed.
+    consumer = consumers.RealtimeConsumer()
+    cancellations = 0
+
+    async def layer_receive():
+        nonlocal cancellations
+        while True:
+            try:
+                await asyncio.sleep(5)  # one BZPOPMIN
+            except asyncio.CancelledError:
+                cancellations += 1
+                if cancellations > 1:
+                    raise  # this time it is not lost
+
+    consumer.channel_receive = layer_receive
+    receiving = asyncio.ensure_future(consumer.channel_receive())
+    await asyncio.sleep(0.05)
+    receiving.cancel()  # as Channels does when the socket closes
+    await asyncio.wait({receiving}, timeout=2)
+
+    assert receiving.cancelled()
+    assert cancellations == 2
