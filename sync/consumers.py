@@ -46,7 +46,7 @@ from sync.middleware import query_param
 from sync.outbox import CLOSE_SLOW_CONSUMER, Outbox, transport_backlog
 from sync.parsers import loads_strict, max_body_bytes
 from sync.ratelimit import LocalWindowCounter
-from sync.services import get_realtime_sync
+from sync.services import get_realtime_sync, lifecycle
 from sync.services.cursors import decode_cursor
 from sync.services.groups import cross_process_layer, user_group
 from sync.services.handlers import HandlerQueue
@@ -164,6 +164,8 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         # so nothing published during the replay falls between the two.
         self.filling = True
         self.sync.hub.add(self, str(user.pk))
+        if lifecycle.shutting_down():  # registered after the hub's 1001 to all
+            self.close_now(CLOSE_GOING_AWAY)
         self.sync.report_connections_from_now()
         head = await self.stream.start(cursor)
         await self._replay(head, resumed=cursor is not None)
