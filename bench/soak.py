@@ -1,6 +1,11 @@
-"""A long soak of a real daphne process: steady traffic, restless tabs, a restart.
+"""A long soak of a real server: steady traffic, restless tabs, a restart.
 
     .venv/bin/python -m bench.soak --seconds 120
+    .venv/bin/python -m bench.soak --seconds 120 --instances 2
+
+With ``--instances 2`` two server processes share one Redis (``--redis-url``,
+under a key prefix of the run's own, deleted afterwards); tabs and two
+publishers use either at random, and the first one is restarted.
 
 The same engine and checker as ``tests/e2e/test_soak.py`` (see
 ``tests/support/soak.py``), run for longer. Prints a table per tab and the
@@ -11,16 +16,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import redis
+
 from config.servers import DEFAULT_SERVER, SERVERS
-from tests.support.live_server import prepare_template_database, start_server
+from tests.support.live_server import (
+    LiveServer,
+    TemplateDatabase,
+    prepare_template_database,
+    start_server,
+)
 from tests.support.soak import SOAK_ENV, SoakConfig, SoakReport, run_soak
 
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 
-def parse_arguments(argv: list[str]) -> tuple[SoakConfig, str]:
+
+def parse_arguments(argv: list[str]) -> tuple[SoakConfig, argparse.Namespace]:
     """The soak's configuration from the command line."""
     defaults = SoakConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -30,6 +47,8 @@ def parse_arguments(argv: list[str]) -> tuple[SoakConfig, str]:
     parser.add_argument("--restart-at", type=float, default=defaults.restart_at)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--server", choices=SERVERS, default=DEFAULT_SERVER)
+    parser.add_argument("--instances", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     options = parser.parse_args(argv)
     config = SoakConfig(
         seconds=options.seconds,
@@ -37,34 +56,60 @@ def parse_arguments(argv: list[str]) -> tuple[SoakConfig, str]:
         rate=options.rate,
         restart_at=options.restart_at,
         seed=options.seed,
+        publishers=options.instances,
     )
-    return config, options.server
+    return config, options
 
 
 async def soak(
-    config: SoakConfig, directory: Path, kind: str
-) -> tuple[SoakReport, str]:
-    """Start a server in `directory`, soak it, stop it; the report and its log."""
+    config: SoakConfig, directory: Path, options: argparse.Namespace
+) -> SoakReport:
+    """Start the servers in `directory`, soak them, stop them; the report."""
     (directory / "template").mkdir()
-    (directory / "server").mkdir()
     template = prepare_template_database(directory / "template")
-    server = start_server(template, directory / "server", SOAK_ENV, kind)
-    try:
-        report = await run_soak(server, config)
-    finally:
-        server.stop()
-    return report, server.log()
+    with shared_redis(options) as env:
+        servers = [
+            start_in(template, directory / f"server{n}", env, options.server)
+            for n in range(options.instances)
+        ]
+        try:
+            return await run_soak(servers, config)
+        finally:
+            for server in servers:
+                server.stop()
+
+
+def start_in(
+    template: TemplateDatabase, directory: Path, env: dict[str, str], kind: str
+) -> LiveServer:
+    directory.mkdir()
+    return start_server(template, directory, env, kind)
+
+
+@contextlib.contextmanager
+def shared_redis(options: argparse.Namespace) -> Iterator[dict[str, str]]:
+    """The servers' environment: one Redis and a prefix of this run's own."""
+    if options.instances == 1:
+        yield SOAK_ENV
+        return
+    prefix = f"sync-soak-{uuid.uuid4().hex[:12]}"
+    yield {**SOAK_ENV, "REDIS_URL": options.redis_url, "SYNC_KEY_PREFIX": prefix}
+    client = redis.Redis.from_url(options.redis_url)
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+    client.close()
 
 
 def main(argv: list[str]) -> int:
-    config, kind = parse_arguments(argv)
+    config, options = parse_arguments(argv)
     print(
         f"soak: {config.seconds:.0f} s, {config.tabs} tabs, {config.rate:.0f} "
-        f"messages/s, SIGTERM and restart at {config.restart_at:.0%}",
+        f"messages/s, {options.instances} instance(s) of {options.server}, "
+        f"SIGTERM and restart at {config.restart_at:.0%}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="soak-") as directory:
-        report, _ = asyncio.run(soak(config, Path(directory), kind))
+        report = asyncio.run(soak(config, Path(directory), options))
     print(report.table())
     print(report.summary())
     for restart in report.restarts:

@@ -38,6 +38,7 @@ from sync.exceptions import (
     InvalidJSON,
     InvalidTopics,
     ServiceUnavailable,
+    StoreUnavailable,
     SyncError,
 )
 from sync.heartbeats import heartbeats
@@ -45,11 +46,12 @@ from sync.middleware import query_param
 from sync.outbox import CLOSE_SLOW_CONSUMER, Outbox, transport_backlog
 from sync.parsers import loads_strict, max_body_bytes
 from sync.ratelimit import LocalWindowCounter
-from sync.services import get_realtime_sync
+from sync.services import get_realtime_sync, lifecycle
 from sync.services.cursors import decode_cursor
 from sync.services.groups import cross_process_layer, user_group
 from sync.services.handlers import HandlerQueue
 from sync.services.hub import EncodedMessage
+from sync.services.redis_store import REDIS_DOWN
 from sync.services.streams import ReaderStream, Verdict
 from sync.topic_access import aauthorize_topics
 from sync.validation import (
@@ -72,6 +74,13 @@ CLOSE_UNAVAILABLE = 1011
 CLOSE_GOING_AWAY = 1001
 # Seconds to wait for a client's close answer when the server shuts down.
 SHUTDOWN_CLOSE_WAIT = 1.0
+# Pause between attempts to read the channel layer while Redis is out of
+# reach (one socket at a time tries: channels-redis serialises its reads).
+LAYER_RETRY_SECONDS = 1.0
+# A closing socket cancels its layer read again this often, at most this many
+# times, until the read stops (see _cancel_firmly).
+LAYER_CANCEL_RETRY_SECONDS = 0.1
+LAYER_CANCEL_ATTEMPTS = 50
 # Live messages held while the store is read; past it they are let go and the
 # store is read again afterwards, since it holds them too.
 MAX_HELD_MESSAGES = 1000
@@ -170,6 +179,8 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         # so nothing published during the replay falls between the two.
         self.filling = True
         self.sync.hub.add(self, str(user.pk))
+        if lifecycle.shutting_down():  # registered after the hub's 1001 to all
+            self.close_now(CLOSE_GOING_AWAY)
         self.sync.report_connections_from_now()
         head = await self.stream.start(cursor)
         await self._replay(head, resumed=cursor is not None)
@@ -236,6 +247,34 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             async with asyncio.timeout(SHUTDOWN_CLOSE_WAIT):
                 while (await receive())["type"] != "websocket.disconnect":
                     pass
+
+    @property
+    def channel_receive(self):
+        """The layer's receive as Channels runs it, outliving a Redis outage."""
+        return self._receive_from_layer
+
+    @channel_receive.setter
+    def channel_receive(self, receive) -> None:
+        self._layer_receive = receive  # set by Channels' __call__
+
+    async def _receive_from_layer(self) -> dict[str, Any]:
+        """The next layer event; while Redis is out of reach, wait and retry.
+
+        Only revocations come this way, and heartbeats re-check those, so a
+        socket lives through an outage instead of dying with the layer's
+        error (no close frame), and delivers again once Redis is back.
+        """
+        while True:
+            try:
+                return await _cancel_firmly(
+                    asyncio.ensure_future(self._layer_receive())
+                )
+            except REDIS_DOWN:
+                # Cancelled (the socket is closing) while redis-py was reading:
+                # its error may stand for the cancellation, so never retry then.
+                if asyncio.current_task().cancelling():
+                    raise asyncio.CancelledError() from None
+                await asyncio.sleep(LAYER_RETRY_SECONDS)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch without its per-event database housekeeping.
@@ -546,7 +585,36 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         if self.channel_layer is None:
             return
         for group in groups:
-            await self.channel_layer.group_add(group, self.channel_name)
+            with _redis_errors_as_unavailable():
+                await self.channel_layer.group_add(group, self.channel_name)
+
+
+async def _cancel_firmly(task: asyncio.Task) -> Any:
+    """Await `task`; if cancelled meanwhile, cancel `task` until it stops.
+
+    channels-redis can lose a cancellation: redis-py reads a BZPOPMIN
+    cancelled at the wrong moment as its timeout, and the receive loop
+    starts another. The closed socket's task then lived on, and a server's
+    shutdown waited for it until killed.
+    """
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        for _ in range(LAYER_CANCEL_ATTEMPTS):
+            if task.done():
+                break
+            task.cancel()
+            await asyncio.wait({task}, timeout=LAYER_CANCEL_RETRY_SECONDS)
+        raise
+
+
+@contextlib.contextmanager
+def _redis_errors_as_unavailable():
+    """The layer's Redis out of reach is the store's: error frame, then 1011."""
+    try:
+        yield
+    except REDIS_DOWN as error:
+        raise StoreUnavailable() from error
 
 
 def encode_frame(frame: dict[str, Any]) -> str:

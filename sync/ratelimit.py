@@ -14,7 +14,9 @@ from django.core.cache.backends.locmem import LocMemCache
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from sync.exceptions import StoreUnavailable
 from sync.rates import Rate
+from sync.services.redis_store import REDIS_DOWN
 
 CACHE_PREFIX = "sync:ratelimit"
 # Caches that never leave the process (a dict under a lock, no I/O): cheap
@@ -90,6 +92,15 @@ async def ahit_shared(identity: str, rate: Rate, now: float | None = None) -> Hi
 
 
 def _increment(key: str, timeout: int) -> int:
+    # With REDIS_URL the counters live in the store's Redis: out of reach, it
+    # is the store that is unavailable (503), not a server error (500).
+    try:
+        return _increment_counter(key, timeout)
+    except REDIS_DOWN as error:
+        raise StoreUnavailable() from error
+
+
+def _increment_counter(key: str, timeout: int) -> int:
     cache = shared_cache()
     try:
         return cache.incr(key)

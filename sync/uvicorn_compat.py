@@ -22,6 +22,10 @@ import logging
 from sync.logging import RedactTokens
 from sync.services import lifecycle
 
+# Seconds between refusing new connections and closing idle ones on shutdown
+# (also lets the 1001 close frames go out first).
+ARRIVING_REQUEST_GRACE_SECONDS = 0.2
+
 
 def patch_uvicorn() -> None:
     """Wrap uvicorn's Server.shutdown once, if uvicorn is installed."""
@@ -35,7 +39,13 @@ def patch_uvicorn() -> None:
 
     async def shutdown(self, sockets=None):
         lifecycle.begin_shutdown()
-        await asyncio.sleep(0)  # let the 1001 close frames go out first
+        # Stop accepting, then give connections accepted a moment ago time to
+        # deliver their request: uvicorn closes at once a connection with no
+        # request under way, which would cut one already on its way (a send
+        # whose sender could not tell whether it was stored).
+        for server in self.servers:
+            server.close()
+        await asyncio.sleep(ARRIVING_REQUEST_GRACE_SECONDS)
         await original(self, sockets=sockets)
 
     Server.shutdown = shutdown

@@ -10,6 +10,12 @@ cleanly), and resume from their last position after a short pause, sometimes
 on the other transport. Once in the run the server is stopped with SIGTERM and
 started again on the same port: the in-memory store starts a new epoch.
 
+With several instances on one Redis (``run_soak([a, b], ...)``), every
+request and every connection goes to one of them at random (a load balancer
+without stickiness), several publishers send at once, and the first
+instance is the one stopped and started again. The Redis store keeps its
+epoch through that, so no announcement excuses any loss.
+
 The checker then holds each tab to SPEC §3-§5: no message twice; within each
 queue (a user's own, the broadcasts) publication order; every acknowledged
 message the tab may see, published once it had a position, arrives, unless
@@ -31,6 +37,7 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -77,6 +84,28 @@ class SoakConfig:
     switch_probability: float = 0.3  # a resume changes transport
     poll_wait: float = 2.0  # long poll `wait`, seconds
     seed: int = 6
+    publishers: int = 1  # sending at once; each one request at a time
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The instances of a soak; each request or connection picks one.
+
+    One instance: always it. Several (on one Redis): one at random, as a
+    load balancer without stickiness would.
+    """
+
+    servers: tuple[LiveServer, ...]
+
+    def pick(self, rng: random.Random) -> LiveServer:
+        if len(self.servers) == 1:
+            return self.servers[0]
+        return rng.choice(self.servers)
+
+    @property
+    def shares_store(self) -> bool:
+        """True when the store outlives an instance's restart (Redis)."""
+        return all("REDIS_URL" in server.overrides for server in self.servers)
 
 
 # The publisher ---------------------------------------------------------------
@@ -89,6 +118,7 @@ class Publication:
     serial: int
     queue: str  # a user name, or BROADCAST
     topics: tuple[str, ...]
+    by: int = 0  # which publisher
     sent_at: float = 0.0  # monotonic, just before the request was sent
     answered_at: float = 0.0
     message_id: str | None = None
@@ -105,13 +135,18 @@ class Refused(Exception):
 
 
 class Publisher(threading.Thread):
-    """Publishes at a steady rate, one request at a time, until `stop`."""
+    """Publishes at a steady rate, one request at a time, until `stop`.
 
-    def __init__(self, server: LiveServer, config: SoakConfig) -> None:
-        super().__init__(name="soak-publisher", daemon=True)
-        self.server = server
+    Publisher `number` of `config.publishers` takes every n-th serial, so
+    serials stay unique, and its share of the rate.
+    """
+
+    def __init__(self, cluster: Cluster, config: SoakConfig, number: int = 0) -> None:
+        super().__init__(name=f"soak-publisher-{number}", daemon=True)
+        self.cluster = cluster
         self.config = config
-        self.rng = random.Random(config.seed)
+        self.number = number
+        self.rng = random.Random(config.seed + 1000 * number)
         self.publications: list[Publication] = []
         self.refused = 0
         self.failure: str | None = None
@@ -124,9 +159,10 @@ class Publisher(threading.Thread):
             self.failure = f"publisher crashed: {error!r}"
 
     def publish_steadily(self) -> None:
-        interval = 1.0 / self.config.rate
+        interval = self.config.publishers / self.config.rate
         next_at = time.monotonic()
-        for serial in itertools.count(1):
+        first = self.number + 1
+        for serial in itertools.count(first, self.config.publishers):
             if self.stopping.is_set():
                 return
             self.publish(self.plan(serial))
@@ -142,7 +178,7 @@ class Publisher(threading.Thread):
         """The next publication: a user's message or a broadcast."""
         queue = self.rng.choice((*USERS, BROADCAST))
         topics = self.rng.choice(BROADCAST_TOPICS) if queue == BROADCAST else ()
-        return Publication(serial, queue, topics)
+        return Publication(serial, queue, topics, self.number)
 
     def publish(self, publication: Publication) -> None:
         """Send until answered; a refused connection is retried, not recorded."""
@@ -158,19 +194,21 @@ class Publisher(threading.Thread):
 
     def attempt(self, publication: Publication) -> None:
         user, path, body = self.request_for(publication)
-        connection = http.client.HTTPConnection(HOST, self.server.port, HTTP_TIMEOUT)
+        server = self.cluster.pick(self.rng)
+        connection = http.client.HTTPConnection(HOST, server.port, HTTP_TIMEOUT)
         try:
             try:
                 connection.connect()
             except OSError as error:
                 raise Refused() from error
             publication.sent_at = time.monotonic()
-            self.exchange(connection, publication, user, path, body)
+            self.exchange(connection, publication, (server, user), path, body)
         finally:
             connection.close()
 
-    def exchange(self, connection, publication, user, path, body) -> None:
-        headers = {**self.server.auth_headers(user), "Content-Type": "application/json"}
+    def exchange(self, connection, publication, sender, path, body) -> None:
+        server, user = sender
+        headers = {**server.auth_headers(user), "Content-Type": "application/json"}
         try:
             connection.request("POST", path, json.dumps(body), headers)
             answer = connection.getresponse()
@@ -188,7 +226,11 @@ class Publisher(threading.Thread):
     @staticmethod
     def request_for(publication: Publication) -> tuple[str, str, dict[str, Any]]:
         """Who sends it, to which route, with which body."""
-        payload = {"serial": publication.serial, "queue": publication.queue}
+        payload = {
+            "serial": publication.serial,
+            "queue": publication.queue,
+            "by": publication.by,
+        }
         if publication.queue != BROADCAST:
             body = {"type": SEND_TYPE, "payload": payload}
             return publication.queue, "/api/sync/send", body
@@ -269,6 +311,7 @@ class Receipt:
     queue: str
     message_id: str
     at: float
+    by: int = 0  # which publisher
 
 
 @dataclass
@@ -301,6 +344,7 @@ class Tab:
     unanswered: list[tuple[float, str]] = field(default_factory=list)
     close_codes: Counter = field(default_factory=Counter)
     transports_used: Counter = field(default_factory=Counter)
+    ports_used: Counter = field(default_factory=Counter)  # requests, connections
 
     def may_see(self, queue: str, topics: tuple[str, ...] | list[str]) -> bool:
         """SPEC §3: own messages, and broadcasts for everyone or its topics."""
@@ -319,7 +363,9 @@ class Tab:
         if not isinstance(serial, int) or queue not in (*USERS, BROADCAST):
             self.anomalies.append(f"{self.name}: unknown message {message!r:.200}")
             return
-        self.receipts.append(Receipt(serial, queue, message["id"], time.monotonic()))
+        by = payload.get("by", 0)
+        receipt = Receipt(serial, queue, message["id"], time.monotonic(), by)
+        self.receipts.append(receipt)
         self.last_serials[queue] = max(self.last_serials[queue], serial)
 
     def announce(self, kind: str) -> None:
@@ -327,7 +373,7 @@ class Tab:
         snapshot = dict(self.last_serials)
         self.announcements.append(Announcement(time.monotonic(), kind, snapshot))
 
-    async def run(self, server: LiveServer, config: SoakConfig, phase_end: float):
+    async def run(self, cluster: Cluster, config: SoakConfig, phase_end: float):
         """Drop and resume until `phase_end`, then stay on to catch up.
 
         A steady tab never drops by itself: it resumes only when the server
@@ -336,11 +382,12 @@ class Tab:
         final_end = phase_end + config.settle
         while not self.steady and (now := time.monotonic()) < phase_end:
             duration = min(self.rng.uniform(*config.session), phase_end - now)
-            await self.session(server, config, duration, abrupt=self.rng.random() < 0.5)
+            abrupt = self.rng.random() < 0.5
+            await self.session(cluster, config, duration, abrupt=abrupt)
             await asyncio.sleep(self.rng.uniform(*config.pause))
             self.maybe_switch(config)
         while (now := time.monotonic()) < final_end:
-            await self.session(server, config, final_end - now, abrupt=False)
+            await self.session(cluster, config, final_end - now, abrupt=False)
             await asyncio.sleep(RETRY_SECONDS)
 
     def maybe_switch(self, config: SoakConfig) -> None:
@@ -350,20 +397,24 @@ class Tab:
         self.transport = "poll" if self.transport == "websocket" else "websocket"
 
     async def session(
-        self, server: LiveServer, config: SoakConfig, duration: float, abrupt: bool
+        self, cluster: Cluster, config: SoakConfig, duration: float, abrupt: bool
     ) -> None:
         """Stay connected for `duration` seconds, then drop."""
         self.transports_used[self.transport] += 1
         deadline = time.monotonic() + duration
         if self.transport == "websocket":
-            await websocket_session(self, server, deadline, abrupt)
+            await websocket_session(self, cluster, deadline, abrupt)
         else:
-            await polling_session(self, server, config, deadline, abrupt)
+            await polling_session(self, cluster, config, deadline, abrupt)
 
 
-async def websocket_session(tab: Tab, server, deadline: float, abrupt: bool) -> None:
+async def websocket_session(
+    tab: Tab, cluster: Cluster, deadline: float, abrupt: bool
+) -> None:
     """Connect (retrying while the server is down), read until `deadline`."""
     while time.monotonic() < deadline:
+        server = cluster.pick(tab.rng)
+        tab.ports_used[server.port] += 1
         connection = await open_websocket(tab, server)
         if connection is not None:
             # Until `deadline`, or until the server closes it (the tab then
@@ -466,7 +517,7 @@ async def drop_websocket(connection: ClientConnection, abrupt: bool) -> None:
         await connection.close()
 
 
-async def polling_session(tab: Tab, server, config, deadline: float, abrupt: bool):
+async def polling_session(tab: Tab, cluster, config, deadline: float, abrupt: bool):
     """Long polls from the tab's position until `deadline`.
 
     An abrupt drop abandons the poll under way (its answer is never read);
@@ -477,6 +528,8 @@ async def polling_session(tab: Tab, server, config, deadline: float, abrupt: boo
         sent_at = time.monotonic()
         try:
             async with asyncio.timeout(remaining + (0 if abrupt else HTTP_TIMEOUT)):
+                server = cluster.pick(tab.rng)
+                tab.ports_used[server.port] += 1
                 answer = await http_get(server.port, poll_path(tab, wait), auth(tab))
         except TimeoutError:
             return  # abandoned: the tab went away with its poll
@@ -570,12 +623,14 @@ class Restart:
     # it; nothing the new one says can come before it.
     exited_at: float = 0.0
     listening_at: float = 0.0
+    new_epoch: bool = True  # False when the store lives on (Redis)
 
 
-async def restart_later(server: LiveServer, delay: float) -> Restart:
-    """SIGTERM the server after `delay` seconds and start it on the same port."""
+async def restart_later(cluster: Cluster, delay: float) -> Restart:
+    """SIGTERM the first server after `delay` s and start it on the same port."""
     await asyncio.sleep(delay)
-    restart = Restart(time.monotonic())
+    server = cluster.servers[0]
+    restart = Restart(time.monotonic(), new_epoch=not cluster.shares_store)
     restart.exit_status = await asyncio.to_thread(server.stop)
     restart.clean_exit = server.exited_cleanly(restart.exit_status)
     restart.exited_at = time.monotonic()
@@ -584,23 +639,27 @@ async def restart_later(server: LiveServer, delay: float) -> Restart:
     return restart
 
 
-async def run_soak(server: LiveServer, config: SoakConfig) -> SoakReport:
-    """Run the whole soak against `server` (restarted once); check it."""
-    tabs = make_tabs(server, config)
-    publisher = Publisher(server, config)
+async def run_soak(
+    servers: LiveServer | Sequence[LiveServer], config: SoakConfig
+) -> SoakReport:
+    """Run the whole soak against `servers` (the first restarted once); check it."""
+    cluster = Cluster((servers,) if isinstance(servers, LiveServer) else tuple(servers))
+    tabs = make_tabs(cluster.servers[0], config)
+    publishers = [Publisher(cluster, config, n) for n in range(config.publishers)]
     started = time.monotonic()
     phase_end = started + config.seconds
-    runs = [asyncio.create_task(tab.run(server, config, phase_end)) for tab in tabs]
+    runs = [asyncio.create_task(tab.run(cluster, config, phase_end)) for tab in tabs]
     restart = asyncio.create_task(
-        restart_later(server, config.seconds * config.restart_at)
+        restart_later(cluster, config.seconds * config.restart_at)
     )
     await asyncio.sleep(0.5)  # tabs take their first positions before traffic
-    publisher.start()
+    for publisher in publishers:
+        publisher.start()
     await asyncio.sleep(max(0.0, phase_end - time.monotonic()))
-    await asyncio.to_thread(publisher.stop)
+    await asyncio.gather(*(asyncio.to_thread(p.stop) for p in publishers))
     restarts = [await restart]
     await asyncio.gather(*runs)
-    return check(publisher, tabs, restarts, started)
+    return check(publishers, tabs, restarts, started, cluster.shares_store)
 
 
 # The checker -----------------------------------------------------------------------
@@ -635,6 +694,9 @@ class SoakReport:
     timeline: Timeline
     seconds: float
     publisher_failure: str | None = None
+    # The store outlived every restart (Redis): any announcement of loss is
+    # then itself a violation, since nothing was lost.
+    store_kept: bool = False
 
     @property
     def restarts(self) -> list[Restart]:
@@ -671,6 +733,12 @@ class SoakReport:
             for r in self.restarts
             if not r.clean_exit
         ]
+        if self.store_kept:
+            found += [
+                f"{r.tab.name}: {a.kind} at {self.timeline.at(a.at)}, nothing was lost"
+                for r in self.tabs
+                for a in r.tab.announcements
+            ]
         return found + ([self.publisher_failure] if self.publisher_failure else [])
 
     @property
@@ -689,9 +757,10 @@ class SoakReport:
         """One line of totals."""
         stored = sum(p.stored for p in self.publications)
         announced = sum(len(r.tab.announcements) for r in self.tabs)
-        codes = Counter()
+        codes, ports = Counter(), Counter()
         for result in self.tabs:
             codes.update(result.tab.close_codes)
+            ports.update(result.tab.ports_used)
         return (
             f"soak {self.seconds:.1f} s: published {stored} "
             f"(refused {self.refused} times while down), "
@@ -700,7 +769,8 @@ class SoakReport:
             f"missing {self.total('missing')}, out of order "
             f"{self.total('out_of_order')}, leaked {self.total('leaked')}, "
             f"unanswered {len(self.unanswered)}, anomalies {len(self.anomalies)}; "
-            f"close codes {dict(codes)}"
+            f"close codes {dict(codes)}; tabs' connections and polls by port "
+            f"{dict(ports)}"
         )
 
     def table(self) -> str:
@@ -760,19 +830,28 @@ def table_row(result: TabResult) -> str:
 
 
 def check(
-    publisher: Publisher, tabs: list[Tab], restarts: list[Restart], started: float
+    publishers: list[Publisher],
+    tabs: list[Tab],
+    restarts: list[Restart],
+    started: float,
+    store_kept: bool = False,
 ) -> SoakReport:
-    """Hold every tab's receipts against the publisher's acknowledged order."""
-    publications = publisher.publications
+    """Hold every tab's receipts against each publisher's acknowledged order."""
+    publications = sorted(
+        (p for publisher in publishers for p in publisher.publications),
+        key=lambda publication: publication.serial,
+    )
     timeline = Timeline(started, restarts)
     results = [check_tab(tab, publications, timeline) for tab in tabs]
+    failures = [p.failure for p in publishers if p.failure]
     return SoakReport(
         results,
         publications,
-        publisher.refused,
+        sum(publisher.refused for publisher in publishers),
         timeline,
         time.monotonic() - started,
-        publisher.failure,
+        "; ".join(failures) or None,
+        store_kept,
     )
 
 
@@ -795,8 +874,10 @@ class Timeline:
         return f"{moment - nearest.signalled_at:+.3f}s from SIGTERM"
 
     def epoch_start(self, moment: float) -> float:
-        """Since when the process that answered at `moment` was the only one."""
-        starts = [r.exited_at for r in self.restarts if r.exited_at <= moment]
+        """Since when the store that answered at `moment` has held messages."""
+        starts = [
+            r.exited_at for r in self.restarts if r.new_epoch and r.exited_at <= moment
+        ]
         return max(starts, default=float("-inf"))
 
     def explain(self, tab: Tab, publication: Publication) -> str:
@@ -848,23 +929,28 @@ def check_tab(
 def check_order(
     tab: Tab, result: TabResult, publications: list[Publication]
 ) -> set[int]:
-    """Count repeats and reorderings within each queue; return serials seen."""
+    """Count repeats and reorderings; return serials seen.
+
+    Order holds within each queue for each publisher: one publisher's
+    acknowledgements come in publication order, two publishers' do not.
+    """
     by_serial = {publication.serial: publication for publication in publications}
     seen: set[int] = set()
-    newest: dict[str, int] = defaultdict(int)
+    newest: dict[tuple[str, int], int] = defaultdict(int)
     for receipt in tab.receipts:
         if receipt.serial in seen:
             result.duplicates += 1
             result.note(f"{tab.name} got #{receipt.serial} twice")
             continue
         seen.add(receipt.serial)
-        if receipt.serial < newest[receipt.queue]:
+        stream = (receipt.queue, receipt.by)
+        if receipt.serial < newest[stream]:
             result.out_of_order += 1
             result.note(
-                f"{tab.name} got #{receipt.serial} after #{newest[receipt.queue]}"
-                f" ({receipt.queue})"
+                f"{tab.name} got #{receipt.serial} after #{newest[stream]}"
+                f" ({receipt.queue}, publisher {receipt.by})"
             )
-        newest[receipt.queue] = max(newest[receipt.queue], receipt.serial)
+        newest[stream] = max(newest[stream], receipt.serial)
         check_receipt(tab, result, receipt, by_serial.get(receipt.serial))
     return seen
 

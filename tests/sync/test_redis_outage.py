@@ -1,0 +1,118 @@
+"""Redis out of reach beyond the store: the rate-limit cache and the layer.
+
+With REDIS_URL the shared cache (rate limits) and the channel layer live in
+the store's Redis. Their failures must read as the store's (503
+``store_unavailable``; an error frame then 1011), never as a 500 or a socket
+dropped without a close frame. End to end: tests/e2e/test_redis_faults.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+import redis
+from django.core.cache import caches
+
+from sync import consumers
+
+
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def unreachable_redis_cache(settings):
+    """The shared cache on a Redis nobody answers at."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
+        }
+    }
+    yield
+    caches["default"].close()
+
+
+def test_an_unreachable_rate_limit_cache_answers_503(
+    api_client, unreachable_redis_cache
+):
+    response = api_client.post(
+        "/api/sync/send", {"type": "chat.message", "payload": {}}, format="json"
+    )
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "store_unavailable"
+
+
+async def test_a_socket_outlives_a_channel_layer_read_that_fails(monkeypatch):
+    monkeypatch.setattr(consumers, "LAYER_RETRY_SECONDS", 0.01)
+    consumer = consumers.RealtimeConsumer()
+    answers = [redis.ConnectionError("Connection closed by server."), {"type": "x"}]
+
+    async def layer_receive():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    consumer.channel_receive = layer_receive  # as Channels sets it
+
+    assert await consumer.channel_receive() == {"type": "x"}
+    assert answers == []
+
+
+async def test_a_closing_socket_never_retries_the_channel_layer(monkeypatch):
+    # redis-py may answer a cancelled read with ConnectionError; retrying it
+    # kept a closed socket's task alive, and uvicorn's shutdown waited on it.
+    monkeypatch.setattr(consumers, "LAYER_RETRY_SECONDS", 0.01)
+    consumer = consumers.RealtimeConsumer()
+    reads = 0
+
+    async def layer_receive():
+        nonlocal reads
+        reads += 1
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise redis.ConnectionError("Connection closed by server.") from None
+
+    consumer.channel_receive = layer_receive
+    receiving = asyncio.ensure_future(consumer.channel_receive())
+    await asyncio.sleep(0.05)
+    receiving.cancel()
+    await asyncio.wait({receiving}, timeout=1)
+
+    assert receiving.cancelled()
+    assert reads == 1
+
+
+async def test_a_closing_socket_stops_a_layer_read_that_lost_its_cancellation():
+    # channels-redis can lose a cancellation (redis-py reads a cancelled
+    # BZPOPMIN as its timeout and the receive loop starts another): a closed
+    # socket's task, and a server's shutdown, then waited until killed.
+    consumer = consumers.RealtimeConsumer()
+    cancellations = 0
+
+    async def layer_receive():
+        nonlocal cancellations
+        while True:
+            try:
+                await asyncio.sleep(5)  # one BZPOPMIN
+            except asyncio.CancelledError:
+                cancellations += 1
+                if cancellations > 1:
+                    raise  # this time it is not lost
+
+    consumer.channel_receive = layer_receive
+    receiving = asyncio.ensure_future(consumer.channel_receive())
+    await asyncio.sleep(0.05)
+    receiving.cancel()  # as Channels does when the socket closes
+    await asyncio.wait({receiving}, timeout=2)
+
+    assert receiving.cancelled()
+    assert cancellations == 2
