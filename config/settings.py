@@ -123,6 +123,9 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env_str("SYNC_KEY_PREFIX", "sync"),
+            # A hung Redis must not hold request threads: after 2 s the
+            # counter fails, and the request gets 503 store_unavailable.
+            "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
         }
     }
     # The layer only carries revocations to other processes (messages go
