@@ -57,6 +57,10 @@ def server_command(
             # and a deflate per socket per message, undoing encode-once.
             "--ws-per-message-deflate", "false",
             "--lifespan", "off",
+            # The client address is the TCP peer, as with daphne: uvicorn
+            # would otherwise take X-Forwarded-For from any local caller, and
+            # a forged header would pass SYNC_METRICS_ALLOW and rate limits.
+            "--no-proxy-headers",
             "--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_SECONDS),
         ]  # fmt: skip
     if kind == "daphne":

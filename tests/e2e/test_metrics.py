@@ -104,6 +104,17 @@ def test_an_allowed_address_scrapes_without_credentials(metrics_server):
     assert CONNECTIONS in scrape(metrics_server, user=None)
 
 
+def test_a_forwarded_header_does_not_pass_for_an_allowed_address(asgi_server):
+    """The allow-list checks the TCP peer; any caller can write X-Forwarded-For."""
+    server = asgi_server(SYNC_METRICS_ALLOW="10.0.0.5")
+    forged = {"X-Forwarded-For": "10.0.0.5", "Forwarded": "for=10.0.0.5"}
+
+    response = server.request("GET", "/metrics", headers=forged)
+
+    assert response.status == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+
+
 # The log of a whole session ---------------------------------------------------------
 
 
