@@ -92,6 +92,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
     connection_id = ""
     stream: ReaderStream | None = None
     channel_layer_alias = None  # set per socket in __call__
+    channel_name: str | None = None  # set by Channels once the layer made it
     outbox: Outbox | None = None
     accepted = False
     closed = False
@@ -224,13 +225,31 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         # daphne cancels every application on SIGTERM: say goodbye with 1001
         # so clients reconnect elsewhere and resume by cursor.
         try:
-            await super().__call__(scope, receive, send)
+            await self._consume(scope, receive, send)
         except asyncio.CancelledError:
             if self.accepted and not self.closed:
                 await self._say_going_away(receive, send)
             raise
         finally:
             await self._cleanup()
+
+    async def _consume(self, scope, receive, send) -> None:
+        """Channels' consumer loop, with or without the layer's Redis.
+
+        The pub/sub layer subscribes a channel for the socket before the
+        handshake is even read; with its Redis out of reach that would end
+        in an HTTP 500. The socket then goes on without a channel: connect
+        meets the store's outage itself (error frame, then 1011), and if only
+        the layer were down, heartbeats still re-check revocations.
+        """
+        try:
+            await super().__call__(scope, receive, send)
+        except REDIS_DOWN:
+            if self.channel_layer is None or self.channel_name is not None:
+                raise  # not the channel's creation: handled where it happened
+            logger.warning("channel layer unavailable; socket served without it")
+            self.channel_layer_alias = None
+            await super().__call__(scope, receive, send)
 
     async def _say_going_away(self, receive, send) -> None:
         """Close with 1001 and wait briefly for the client's answer.

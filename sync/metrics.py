@@ -78,7 +78,9 @@ PUBLISHED_BROADCAST = published.labels(kind="broadcast")
 DELIVERED_WEBSOCKET = delivered.labels(transport="websocket")
 DELIVERED_POLLING = delivered.labels(transport="polling")
 # TTL passed; over QUEUE_MAX_MESSAGES; evicted by STORE_MAX_BYTES; left in
-# the outbox of a socket closed 4413 (that client resumes by cursor).
+# the outbox of a socket closed 4413 (that client resumes by cursor). The
+# last counts every frame left there: almost all are messages, but the odd
+# ack or pong among them counts too (the outbox does not tell them apart).
 DROPPED_EXPIRED = dropped.labels(reason="expired")
 DROPPED_OVERFLOW = dropped.labels(reason="overflow")
 DROPPED_STORE_FULL = dropped.labels(reason="store_max_bytes")

@@ -93,6 +93,10 @@ BROADCAST_QUEUE = "b"  # the broadcast queue's name in Redis keys
 # Queues one purge script visits before handing Redis back to other clients;
 # a sweep runs batches until one comes back short.
 PURGE_BATCH_QUEUES = 500
+# An operator's purge of every queue pops whole queues (up to MAX_MESSAGES
+# each, several commands per message): a few queues per script keep each
+# call to milliseconds, so publishes and polls of every instance go on.
+PURGE_ALL_BATCH_QUEUES = 4
 # Past this many non-empty queues, stats() gives totals only: listing each
 # queue's size costs one command per queue inside Redis.
 STATS_LISTED_QUEUES = 1000
@@ -654,20 +658,20 @@ class RedisMessageStore(MessageStore):
         if user_id is not None:
             args = [now_ms, message_queue.MAX_TRACKED_DROP_TOPICS, *mode]
             return int(self._run("purge_queues", *args, f"u:{user_id}", 1, 0)[0])
-        visited, offset, total = PURGE_BATCH_QUEUES, 0, 0
-        while visited == PURGE_BATCH_QUEUES:
+        visited, offset, total = PURGE_ALL_BATCH_QUEUES, 0, 0
+        while visited == PURGE_ALL_BATCH_QUEUES:
             dropped, visited = self._run(
                 "purge_queues",
                 now_ms,
                 message_queue.MAX_TRACKED_DROP_TOPICS,
                 *mode,
                 "",
-                PURGE_BATCH_QUEUES,
+                PURGE_ALL_BATCH_QUEUES,
                 offset,
             )
             total += int(dropped)
             if dry_run:  # emptied queues leave the index; counted ones stay
-                offset += PURGE_BATCH_QUEUES
+                offset += PURGE_ALL_BATCH_QUEUES
         return total
 
     def _sweep_if_due(self, now: float) -> None:

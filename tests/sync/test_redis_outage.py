@@ -9,10 +9,12 @@ dropped without a close frame. End to end: tests/e2e/test_redis_faults.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 
 import pytest
 import redis
+from channels.layers import channel_layers
 from django.core.cache import caches
 
 from sync import consumers
@@ -116,3 +118,28 @@ async def test_a_closing_socket_stops_a_layer_read_that_lost_its_cancellation():
 
     assert receiving.cancelled()
     assert cancellations == 2
+
+
+@pytest.fixture
+def unreachable_pubsub_layer(settings):
+    """The pub/sub layer (it subscribes a channel per socket) on a dead Redis."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [f"redis://127.0.0.1:{closed_port()}/0"]},
+        }
+    }
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+async def test_a_socket_opens_while_the_layers_redis_is_out_of_reach(
+    ws_connect, user, unreachable_pubsub_layer
+):
+    socket, welcome = await ws_connect(user)
+
+    assert welcome is not None, socket.close_frame  # not an HTTP 500
+    assert welcome["type"] == "connection.established"
+    await socket.send_to(text_data='{"type": "ping"}')
+    assert json.loads((await socket.receive_output(2))["text"])["type"] == "pong"
