@@ -23,7 +23,9 @@ the server announced loss to that tab (``recovered: false``, ``gap: true``)
 for a message stored before the epoch of that announcement; nothing the tab
 may not see. Every request sent gets an HTTP answer: a connection refused
 before anything was sent is fine (the caller retries), a request sent and
-never answered is not (the caller cannot tell whether it was stored).
+never answered is not (the caller cannot tell whether it was stored), except
+a reset while a server stops that left no trace (see
+``SoakReport.unanswered``).
 """
 
 from __future__ import annotations
@@ -128,6 +130,12 @@ class Publication:
     def stored(self) -> bool:
         """True once a 2xx answer said the message was stored."""
         return self.outcome == "stored"
+
+
+# How a connection closed before any byte of answer (reset by the kernel
+# while queued, or closed unread by a stopping server) shows up to the
+# publisher (http.client) and to a tab's poll (asyncio streams).
+RESET_ERRORS = ("ConnectionResetError", "RemoteDisconnected", "0 bytes, no complete")
 
 
 class Refused(Exception):
@@ -707,17 +715,43 @@ class SoakReport:
 
     @property
     def unanswered(self) -> list[str]:
-        """Requests sent and never answered, by the publisher or by a tab."""
+        """Requests sent and never answered, by the publisher or by a tab.
+
+        One kind is excused: a connection reset with no byte of answer while
+        a server was stopping, for a request that left no trace (a poll
+        changes nothing; a send's message reached no reader). The kernel
+        resets connections still queued on a listening socket when it
+        closes: they never reached the server, which cannot answer them.
+        """
+        received = {
+            (r.queue, r.by, r.serial) for t in self.tabs for r in t.tab.receipts
+        }
         lost = [
             (p.sent_at, f"publisher #{p.serial} to {p.queue}, {p.outcome}")
             for p in self.publications
             if p.outcome.startswith("unanswered")
+            and not (
+                self.cut_at_shutdown(p.sent_at, p.outcome)
+                and (p.queue, p.by, p.serial) not in received
+            )
         ]
-        lost += [entry for result in self.tabs for entry in result.tab.unanswered]
+        lost += [
+            (sent_at, what)
+            for result in self.tabs
+            for sent_at, what in result.tab.unanswered
+            if not self.cut_at_shutdown(sent_at, what)
+        ]
         return [
             f"{what}: sent {self.timeline.around_restart(sent_at)}"
             for sent_at, what in sorted(lost)
         ]
+
+    def cut_at_shutdown(self, sent_at: float, outcome: str) -> bool:
+        """A reset with no answer, sent while a server was stopping."""
+        reset = any(name in outcome for name in RESET_ERRORS)
+        return reset and any(
+            r.signalled_at <= sent_at <= r.exited_at for r in self.restarts
+        )
 
     @property
     def anomalies(self) -> list[str]:
