@@ -319,7 +319,18 @@ export declare class ConnectionManager {
     private stableTimer;
     private websocketFailures;
     private cursor;
+    /** Client time of connect() without a cursor: polling starts from this
+     * moment, translated to the server's clock; 0: from the oldest message. */
     private since;
+    /** The first since-based page was checked against the server's clock. */
+    private sinceChecked;
+    private readonly serverClock;
+    /** Bumped by every subscribe() that adds topics. */
+    private topicGeneration;
+    /** Subscriptions up to this generation were accepted by a poll. */
+    private verifiedGeneration;
+    /** subscribe() calls made while polling, settled by the next poll answer. */
+    private topicChecks;
     private pollLatencyMs;
     private lastMessageAt;
     private messagesReceived;
@@ -375,17 +386,41 @@ export declare class ConnectionManager {
     /** The cursor after the welcome, and the resync event if history was lost. */
     private adoptWelcome;
     private socketClosed;
-    /** Send the subscription changes made while the socket was connecting. */
+    /** Send the subscription changes made while the socket was connecting;
+     * resolves with the topics after the subscribe, or rejects with its error. */
     private reconcileTopics;
     private changeTopics;
+    /** Settle the subscribe() calls up to `generation`: `error` or the topics now. */
+    private settleTopicChecks;
     private startPolling;
     private pollRequest;
+    /**
+     * Whether a page read from `since` started where it should: at connect()
+     * by the server's clock. A client clock ahead of the server's would skip
+     * the messages published in between, one behind would replay older ones
+     * as new. The page's own answer measured the offset (to within half its
+     * round trip: see ServerClock); a `since` further off than that is asked
+     * again once, corrected, and this page is dropped unread. A page cut short
+     * by `limit` carries no clock reading: then only a Date header (to the
+     * second) can correct it, or, cross-origin, nothing.
+     */
+    private sinceIsRight;
     private pollPage;
+    /** A poll failed: true when the next poll can go at once, fixed. */
     private pollFailed;
+    /**
+     * The server refused the topics of the subscribe() calls up to
+     * `generation` that it had not accepted yet: drop them, reject those calls
+     * with its error, and poll on with the topics it accepted. (One refused
+     * topic refuses the request, so the calls checked together fail together.)
+     */
+    private refuseTopics;
     /** While polling, try WebSocket again every fallbackRetryInterval. */
     private scheduleProbe;
     /** Every message from either transport: move the cursor, drop duplicates. */
     private receive;
+    /** No position: polling will start from this moment (see sinceIsRight). */
+    private startFromNow;
     private dropCursor;
     private setState;
     private settleWaiters;
