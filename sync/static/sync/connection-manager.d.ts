@@ -363,7 +363,14 @@ export declare class ConnectionManager {
      * been stored).
      */
     send(message: OutgoingMessage): Promise<SendResult>;
-    /** Add topics (broadcasts with these topics arrive). Resolves with all topics now. */
+    /**
+     * Add topics (broadcasts with these topics arrive). Resolves with all
+     * topics now, once the server has accepted the new ones: the WebSocket's
+     * answer, or while polling the answer of a poll that carried them. A
+     * refusal (`forbidden_topic`, `invalid_topics`) rejects with that
+     * SyncError and drops the new topics; the connection goes on. Between
+     * connections it resolves at once, and the next connection checks them.
+     */
     subscribe(topics: string[]): Promise<string[]>;
     /** Remove topics. Resolves with all topics now. */
     unsubscribe(topics: string[]): Promise<string[]>;
