@@ -1634,8 +1634,11 @@ export class ConnectionManager {
   /** A poll failed: true when the next poll can go at once, fixed. */
   private pollFailed(poller: PollingTransport, request: PollRequest, error: SyncError): boolean {
     if (poller !== this.poller) return false;
-    if (TOPIC_REFUSALS.has(error.code) && request.topicGeneration > this.verifiedGeneration) {
-      this.refuseTopics(request.topicGeneration, error);
+    if (
+      TOPIC_REFUSALS.has(error.code) &&
+      request.topicGeneration > this.verifiedGeneration &&
+      this.refuseTopics(request.topicGeneration, error)
+    ) {
       return true;
     }
     if (error.code === "invalid_since" && request.cursor === null && !request.corrected) {
@@ -1663,18 +1666,27 @@ export class ConnectionManager {
   }
 
   /**
-   * The server refused the topics of the subscribe() calls up to
-   * `generation` that it had not accepted yet: drop them, reject those calls
-   * with its error, and poll on with the topics it accepted. (One refused
-   * topic refuses the request, so the calls checked together fail together.)
+   * A poll carrying unchecked subscriptions (those up to `generation`) was
+   * refused: drop the topics of the subscribe() calls to blame and reject
+   * them with the server's error; the next poll goes on without them (and
+   * checks the others). To blame: the call that added the topic the error
+   * names (forbidden_topic does), else all of them, as one refused topic
+   * refuses the whole request. False when the named topic is none of
+   * theirs: a topic the server had accepted before, which polling again
+   * cannot fix.
    */
-  private refuseTopics(generation: number, error: SyncError): void {
-    const refused = this.topicChecks.filter((check) => check.generation <= generation);
-    for (const check of refused) {
+  private refuseTopics(generation: number, error: SyncError): boolean {
+    const named = typeof error.details.topic === "string" ? error.details.topic : null;
+    const unchecked = this.topicChecks.filter((check) => check.generation <= generation);
+    const blamed = unchecked.filter((check) => named === null || check.added.includes(named));
+    if (blamed.length === 0) return false;
+    this.topicChecks = this.topicChecks.filter((check) => !blamed.includes(check));
+    if (blamed.length === unchecked.length) this.verifiedGeneration = generation;
+    for (const check of blamed) {
       for (const topic of check.added) this.topics.delete(topic);
+      check.reject(error);
     }
-    this.verifiedGeneration = generation;
-    this.settleTopicChecks(generation, error);
+    return true;
   }
 
   /** While polling, try WebSocket again every fallbackRetryInterval. */

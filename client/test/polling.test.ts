@@ -183,6 +183,43 @@ describe("Long polling", () => {
     });
   }
 
+  it("of two subscribe() calls, only the one whose topic the server names is refused", async () => {
+    const h = pollingHarness({ topics: ["a"] });
+    void h.manager.connect();
+    h.http.last().answer(200, pollAnswer([]));
+    await h.clock.advance(1000);
+    const secret = h.manager.subscribe(["secret"]);
+    const news = h.manager.subscribe(["news"]);
+    await h.clock.advance(0);
+    assert.equal(h.http.last().url.searchParams.get("topics"), "a,secret,news");
+    h.http.last().answer(403, {
+      success: false,
+      error: { code: "forbidden_topic", message: "no", details: { topic: "secret" } },
+    });
+    await assert.rejects(secret, (error: SyncError) => error.code === "forbidden_topic");
+    await h.clock.advance(0);
+    assert.equal(h.http.last().url.searchParams.get("topics"), "a,news");
+    h.http.last().answer(200, pollAnswer([]));
+    assert.deepEqual(await news, ["a", "news"]);
+    assert.equal(h.manager.getState(), "connected");
+  });
+
+  it("a refusal naming a topic accepted before is no subscribe() error: failed", async () => {
+    const h = pollingHarness({ topics: ["a"] });
+    void h.manager.connect();
+    h.http.last().answer(200, pollAnswer([]));
+    await h.clock.advance(1000);
+    const news = h.manager.subscribe(["news"]);
+    await h.clock.advance(0);
+    h.http.last().answer(403, {
+      success: false,
+      error: { code: "forbidden_topic", message: "no", details: { topic: "a" } },
+    });
+    await assert.rejects(news, (error: SyncError) => error.code === "forbidden_topic");
+    assert.equal(h.manager.getState(), "failed");
+    assert.equal(h.states[h.states.length - 1].reason, "forbidden");
+  });
+
   it("a topic refused from the start still fails (forbidden)", async () => {
     const h = pollingHarness({ topics: ["secret"] });
     const connected = h.manager.connect();

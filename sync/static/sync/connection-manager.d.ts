@@ -416,10 +416,14 @@ export declare class ConnectionManager {
     /** A poll failed: true when the next poll can go at once, fixed. */
     private pollFailed;
     /**
-     * The server refused the topics of the subscribe() calls up to
-     * `generation` that it had not accepted yet: drop them, reject those calls
-     * with its error, and poll on with the topics it accepted. (One refused
-     * topic refuses the request, so the calls checked together fail together.)
+     * A poll carrying unchecked subscriptions (those up to `generation`) was
+     * refused: drop the topics of the subscribe() calls to blame and reject
+     * them with the server's error; the next poll goes on without them (and
+     * checks the others). To blame: the call that added the topic the error
+     * names (forbidden_topic does), else all of them, as one refused topic
+     * refuses the whole request. False when the named topic is none of
+     * theirs: a topic the server had accepted before, which polling again
+     * cannot fix.
      */
     private refuseTopics;
     /** While polling, try WebSocket again every fallbackRetryInterval. */

@@ -1250,8 +1250,9 @@ export class ConnectionManager {
     pollFailed(poller, request, error) {
         if (poller !== this.poller)
             return false;
-        if (TOPIC_REFUSALS.has(error.code) && request.topicGeneration > this.verifiedGeneration) {
-            this.refuseTopics(request.topicGeneration, error);
+        if (TOPIC_REFUSALS.has(error.code) &&
+            request.topicGeneration > this.verifiedGeneration &&
+            this.refuseTopics(request.topicGeneration, error)) {
             return true;
         }
         if (error.code === "invalid_since" && request.cursor === null && !request.corrected) {
@@ -1282,19 +1283,30 @@ export class ConnectionManager {
         return false;
     }
     /**
-     * The server refused the topics of the subscribe() calls up to
-     * `generation` that it had not accepted yet: drop them, reject those calls
-     * with its error, and poll on with the topics it accepted. (One refused
-     * topic refuses the request, so the calls checked together fail together.)
+     * A poll carrying unchecked subscriptions (those up to `generation`) was
+     * refused: drop the topics of the subscribe() calls to blame and reject
+     * them with the server's error; the next poll goes on without them (and
+     * checks the others). To blame: the call that added the topic the error
+     * names (forbidden_topic does), else all of them, as one refused topic
+     * refuses the whole request. False when the named topic is none of
+     * theirs: a topic the server had accepted before, which polling again
+     * cannot fix.
      */
     refuseTopics(generation, error) {
-        const refused = this.topicChecks.filter((check) => check.generation <= generation);
-        for (const check of refused) {
+        const named = typeof error.details.topic === "string" ? error.details.topic : null;
+        const unchecked = this.topicChecks.filter((check) => check.generation <= generation);
+        const blamed = unchecked.filter((check) => named === null || check.added.includes(named));
+        if (blamed.length === 0)
+            return false;
+        this.topicChecks = this.topicChecks.filter((check) => !blamed.includes(check));
+        if (blamed.length === unchecked.length)
+            this.verifiedGeneration = generation;
+        for (const check of blamed) {
             for (const topic of check.added)
                 this.topics.delete(topic);
+            check.reject(error);
         }
-        this.verifiedGeneration = generation;
-        this.settleTopicChecks(generation, error);
+        return true;
     }
     /** While polling, try WebSocket again every fallbackRetryInterval. */
     scheduleProbe() {
