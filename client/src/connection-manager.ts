@@ -427,6 +427,11 @@ interface PollRequest {
   limit: number;
   /** Seconds the server may wait for a message. */
   wait: number;
+  /** The manager's topic generation when the request was made: the
+   * subscriptions up to it are checked by this poll's answer. */
+  topicGeneration: number;
+  /** `since` was corrected by a measured offset to the server's clock. */
+  corrected: boolean;
 }
 
 interface PollPage {
@@ -473,6 +478,51 @@ function readCookie(name: string): string | null {
   return null;
 }
 
+/**
+ * The server's clock as seen from here: `offset` (server minus client, ms)
+ * and its `error` bound. A reading the server took between the client's
+ * `sentAt` and `receivedAt` gives the offset to within half that round trip,
+ * plus the reading's own resolution: 1 ms for a poll's `timestamp`
+ * watermark, but 1 s for a `Date` header (whole seconds; and a cross-origin
+ * page cannot read it at all, as the server does not expose it). The most
+ * precise reading is kept; its error grows by 1 ms per second of age, so a
+ * fresh reading replaces an old one before the two clocks drift apart.
+ */
+class ServerClock {
+  offset: number | null = null;
+  private baseError = Infinity;
+  private takenAt = 0;
+
+  constructor(private readonly clock: Clock) {}
+
+  get error(): number {
+    return this.baseError + Math.max(0, Math.floor((this.clock.now() - this.takenAt) / 1000));
+  }
+
+  observe(serverMs: number, resolution: number, sentAt: number, receivedAt: number): void {
+    if (!Number.isFinite(serverMs)) return;
+    const error = Math.ceil((receivedAt - sentAt) / 2 + resolution);
+    if (error > this.error) return;
+    this.offset = Math.round(serverMs - (sentAt + receivedAt) / 2);
+    this.baseError = error;
+    this.takenAt = receivedAt;
+  }
+
+  /** The `Date` header: the server's time truncated to the second. */
+  observeDate(value: string | null, sentAt: number, receivedAt: number): void {
+    const date = value === null ? NaN : Date.parse(value);
+    // The true time lies in [date, date + 1000): its middle, ± 500 ms.
+    this.observe(date + 500, 500, sentAt, receivedAt);
+  }
+}
+
+/** One answer of the server: its body and when it was asked and came back. */
+interface Exchange {
+  body: unknown;
+  sentAt: number;
+  receivedAt: number;
+}
+
 /** GET /api/sync/poll and POST /api/sync/send, with auth and time limits. */
 class HttpApi {
   private readonly urls: { poll: string; send: string };
@@ -481,6 +531,7 @@ class HttpApi {
     private readonly options: ConnectionOptions,
     private readonly fetchImpl: FetchLike,
     private readonly clock: Clock,
+    private readonly serverClock: ServerClock,
   ) {
     this.urls = apiUrls(options.pollingUrl, options.sendUrl);
   }
@@ -495,9 +546,14 @@ class HttpApi {
       wait: request.wait > 0 ? String(request.wait) : null,
     });
     const timeout = request.wait * 1000 + this.options.requestTimeout;
-    const body = await this.call(url, { method: "GET" }, timeout, signal);
+    const { body, sentAt, receivedAt } = await this.call(url, { method: "GET" }, timeout, signal);
     if (!isRecord(body) || !Array.isArray(body.messages) || typeof body.cursor !== "string") {
       throw new SyncError("invalid_response", "The poll answer lacks messages or cursor.");
+    }
+    if (body.hasMore === false && typeof body.timestamp === "number") {
+      // A last page's watermark is the server's clock when it read, minus
+      // 1 ms (paging.py); a page cut short stands at a message instead.
+      this.serverClock.observe(body.timestamp + 1, 1, sentAt, receivedAt);
     }
     return body as unknown as PollPage;
   }
@@ -507,7 +563,7 @@ class HttpApi {
     const body: Record<string, unknown> = { type: message.type, payload: message.payload ?? {} };
     if (message.correlationId != null) body.correlationId = message.correlationId;
     const init = { method: "POST", body: JSON.stringify(body) };
-    const answer = await this.call(this.urls.send, init, this.options.requestTimeout);
+    const { body: answer } = await this.call(this.urls.send, init, this.options.requestTimeout);
     if (!isRecord(answer) || typeof answer.messageId !== "string") {
       throw new SyncError("invalid_response", "The send answer lacks messageId.");
     }
@@ -519,7 +575,7 @@ class HttpApi {
     init: { method: string; body?: string },
     timeoutMs: number,
     signal?: AbortSignal,
-  ): Promise<unknown> {
+  ): Promise<Exchange> {
     const controller = new AbortController();
     const abort = () => controller.abort();
     signal?.addEventListener("abort", abort);
@@ -530,6 +586,7 @@ class HttpApi {
     }, timeoutMs);
     let response: ResponseLike;
     let text: string;
+    const sentAt = this.clock.now();
     try {
       response = await this.fetchImpl(url, {
         ...init,
@@ -546,9 +603,11 @@ class HttpApi {
       this.clock.clearTimeout(timer);
       signal?.removeEventListener("abort", abort);
     }
+    const receivedAt = this.clock.now();
+    this.serverClock.observeDate(response.headers.get("Date"), sentAt, receivedAt);
     const body = parseJson(text);
     if (!response.ok) throw this.errorFrom(response, body);
-    return body;
+    return { body, sentAt, receivedAt };
   }
 
   private headers(unsafe: boolean): Record<string, string> {
@@ -901,8 +960,9 @@ interface PollEvents {
     page: PollPage,
     latencyMs: number | null,
   ): void;
-  /** A poll failed; the loop has stopped. */
-  failed(poller: PollingTransport, error: SyncError): void;
+  /** A poll failed: true to poll on at once (the manager fixed the request),
+   * false to stop the loop. */
+  failed(poller: PollingTransport, request: PollRequest, error: SyncError): boolean;
 }
 
 /**
@@ -955,8 +1015,8 @@ class PollingTransport {
       } catch (error) {
         if (this.stopped) return;
         if (this.restarting) continue;
+        if (this.events.failed(this, request, asSyncError(error))) continue;
         this.stopped = true;
-        this.events.failed(this, asSyncError(error));
         return;
       } finally {
         this.controller = null;
@@ -1025,11 +1085,22 @@ function permanentReason(code: number, errorCode: string | null): StateReason | 
   return null;
 }
 
+/** Poll errors that refuse the topics asked for. */
+const TOPIC_REFUSALS = new Set(["forbidden_topic", "invalid_topics"]);
+
 function httpPermanentReason(error: SyncError): StateReason | null {
   if (error.status === 401) return "auth";
   if (error.code === "forbidden_topic") return "forbidden";
   if (error.code === "invalid_topics" || error.code === "invalid_limit") return "bad_request";
   return null;
+}
+
+/** A subscribe() waiting for the server's verdict on its topics. */
+interface TopicCheck {
+  generation: number;
+  added: string[];
+  resolve(topics: string[]): void;
+  reject(error: SyncError): void;
 }
 
 /**
@@ -1073,7 +1144,18 @@ export class ConnectionManager {
   private stableTimer: unknown = null;
   private websocketFailures = 0;
   private cursor: string | null;
+  /** Client time of connect() without a cursor: polling starts from this
+   * moment, translated to the server's clock; 0: from the oldest message. */
   private since: number | null = null;
+  /** The first since-based page was checked against the server's clock. */
+  private sinceChecked = false;
+  private readonly serverClock: ServerClock;
+  /** Bumped by every subscribe() that adds topics. */
+  private topicGeneration = 0;
+  /** Subscriptions up to this generation were accepted by a poll. */
+  private verifiedGeneration = 0;
+  /** subscribe() calls made while polling, settled by the next poll answer. */
+  private topicChecks: TopicCheck[] = [];
   private pollLatencyMs: number | null = null;
   private lastMessageAt: number | null = null;
   private messagesReceived = 0;
@@ -1083,6 +1165,7 @@ export class ConnectionManager {
   constructor(options: Partial<ConnectionOptions> = {}) {
     this.options = { ...DEFAULTS, ...definedOnly(options) };
     this.clock = this.options.clock ?? realClock;
+    this.serverClock = new ServerClock(this.clock);
     this.backoff = new Backoff(
       this.options.reconnectDelay,
       this.options.maxReconnectDelay,
@@ -1118,7 +1201,7 @@ export class ConnectionManager {
     if (!this.running || this.state === "failed") {
       // Without a cursor, polling (if it comes to that) starts from now, the
       // moment the page asked, not from when WebSocket had failed.
-      if (this.cursor === null && this.since === null) this.since = this.clock.now();
+      if (this.cursor === null && this.since === null) this.startFromNow();
       this.running = true;
       this.listenToPage();
       this.restart();
@@ -1132,7 +1215,9 @@ export class ConnectionManager {
     this.stopTransports();
     for (const stop of this.unlisten.splice(0)) stop();
     this.setState("disconnected", null, "client");
-    this.settleWaiters(new SyncError("disconnected", "disconnect() was called."));
+    const error = new SyncError("disconnected", "disconnect() was called.");
+    this.settleWaiters(error);
+    this.settleTopicChecks(Infinity, error);
   }
 
   /** Call `listener` with every new message (never twice). Returns an unsubscriber. */
@@ -1189,10 +1274,18 @@ export class ConnectionManager {
     }
   }
 
-  /** Add topics (broadcasts with these topics arrive). Resolves with all topics now. */
+  /**
+   * Add topics (broadcasts with these topics arrive). Resolves with all
+   * topics now, once the server has accepted the new ones: the WebSocket's
+   * answer, or while polling the answer of a poll that carried them. A
+   * refusal (`forbidden_topic`, `invalid_topics`) rejects with that
+   * SyncError and drops the new topics; the connection goes on. Between
+   * connections it resolves at once, and the next connection checks them.
+   */
   subscribe(topics: string[]): Promise<string[]> {
     const added = topics.filter((topic) => !this.topics.has(topic));
     for (const topic of added) this.topics.add(topic);
+    if (added.length) this.topicGeneration += 1;
     return this.changeTopics("subscribe", added);
   }
 
@@ -1269,6 +1362,7 @@ export class ConnectionManager {
     this.stopTransports();
     this.setState("failed", null, reason);
     this.settleWaiters(error);
+    this.settleTopicChecks(Infinity, error);
     this.errorListeners.emit(error);
   }
 
@@ -1332,7 +1426,13 @@ export class ConnectionManager {
       this.backoff.reset();
       this.websocketFailures = 0;
     }, this.options.stableConnectionTime);
-    this.reconcileTopics(socket);
+    // subscribe() calls waiting for a poll: the socket checks them now.
+    const checks = this.topicChecks.splice(0);
+    this.verifiedGeneration = this.topicGeneration;
+    void this.reconcileTopics(socket).then(
+      (topics) => checks.forEach((check) => check.resolve(topics)),
+      (error: SyncError) => checks.forEach((check) => check.reject(error)),
+    );
     this.setState("connected", "websocket", null);
     this.settleWaiters(null);
   }
@@ -1374,16 +1474,21 @@ export class ConnectionManager {
     this.retry(cause === "heartbeat_timeout" ? "heartbeat_timeout" : "connection_lost");
   }
 
-  /** Send the subscription changes made while the socket was connecting. */
-  private reconcileTopics(socket: WebSocketTransport): void {
+  /** Send the subscription changes made while the socket was connecting;
+   * resolves with the topics after the subscribe, or rejects with its error. */
+  private reconcileTopics(socket: WebSocketTransport): Promise<string[]> {
     const added = [...this.topics].filter((topic) => !socket.topics.has(topic));
     const removed = [...socket.topics].filter((topic) => !this.topics.has(topic));
-    if (added.length) void this.changeTopics("subscribe", added).catch(() => {});
+    const subscribed = added.length
+      ? this.changeTopics("subscribe", added)
+      : Promise.resolve([...this.topics].sort());
     if (removed.length) void this.changeTopics("unsubscribe", removed).catch(() => {});
+    return subscribed;
   }
 
   private async changeTopics(kind: "subscribe" | "unsubscribe", topics: string[]) {
     const socket = this.socket;
+    const generation = this.topicGeneration;
     if (topics.length && socket !== null && socket.isUp) {
       try {
         const id = socket.nextId(kind);
@@ -1391,6 +1496,9 @@ export class ConnectionManager {
         const payload = isRecord(answer.payload) ? answer.payload : {};
         const now = Array.isArray(payload.topics) ? payload.topics.map(String) : [];
         socket.topics = new Set(now);
+        if (kind === "subscribe" && generation > this.verifiedGeneration) {
+          this.verifiedGeneration = generation;
+        }
       } catch (error) {
         const failure = asSyncError(error);
         if (kind === "subscribe" && failure.code !== "connection_lost") {
@@ -1398,10 +1506,40 @@ export class ConnectionManager {
         }
         throw failure;
       }
+    } else if (topics.length && kind === "subscribe") {
+      // No socket up: the next poll carries the new topics and its answer
+      // says whether the server accepts them (pollPage, pollFailed); a
+      // socket's welcome checks them too (socketWelcomed).
+      const poller = this.poller;
+      if (poller !== null) {
+        const checked = new Promise<string[]>((resolve, reject) => {
+          this.topicChecks.push({ generation, added: topics, resolve, reject });
+        });
+        poller.restart();
+        return checked;
+      }
+      // Between connections: nobody waits, but a refusal still drops them
+      // (and onError reports it).
+      this.topicChecks.push({
+        generation,
+        added: topics,
+        resolve: () => {},
+        reject: (error) => this.errorListeners.emit(error),
+      });
     } else if (topics.length) {
       this.poller?.restart();
     }
     return [...this.topics].sort();
+  }
+
+  /** Settle the subscribe() calls up to `generation`: `error` or the topics now. */
+  private settleTopicChecks(generation: number, error: SyncError | null): void {
+    const due = this.topicChecks.filter((check) => check.generation <= generation);
+    this.topicChecks = this.topicChecks.filter((check) => check.generation > generation);
+    for (const check of due) {
+      if (error === null) check.resolve([...this.topics].sort());
+      else check.reject(error);
+    }
   }
 
   // Polling --------------------------------------------------------------------
@@ -1415,7 +1553,7 @@ export class ConnectionManager {
     const poller = new PollingTransport(this.httpApi(), this.clock, this.options.pollingInterval, {
       request: (first) => this.pollRequest(first),
       page: (source, request, page, latency) => this.pollPage(source, request, page, latency),
-      failed: (source, error) => this.pollFailed(source, error),
+      failed: (source, request, error) => this.pollFailed(source, request, error),
     });
     this.poller = poller;
     this.pollingUp = false;
@@ -1424,18 +1562,39 @@ export class ConnectionManager {
   }
 
   private pollRequest(first: boolean): PollRequest {
-    if (this.cursor === null && this.since === null) {
-      // No position: from now on, by the client's clock (the server refuses
-      // one over a minute ahead of its own: see pollFailed).
-      this.since = this.clock.now();
-    }
+    if (this.cursor === null && this.since === null) this.startFromNow();
+    const offset = this.serverClock.offset;
+    const corrected = this.cursor === null && offset !== null && this.since !== 0;
     return {
       cursor: this.cursor,
-      since: this.since,
+      // No position: from the moment of connect() by the server's clock,
+      // as far as it is known yet (pollPage checks it on the answer).
+      since: corrected ? (this.since as number) + (offset as number) : this.since,
       topics: [...this.topics],
       limit: this.options.pollLimit,
-      wait: first ? 0 : this.options.pollWait,
+      // Without a cursor the answer must come at once: it is checked first.
+      wait: first || this.cursor === null ? 0 : this.options.pollWait,
+      topicGeneration: this.topicGeneration,
+      corrected,
     };
+  }
+
+  /**
+   * Whether a page read from `since` started where it should: at connect()
+   * by the server's clock. A client clock ahead of the server's would skip
+   * the messages published in between, one behind would replay older ones
+   * as new. The page's own answer measured the offset (to within half its
+   * round trip: see ServerClock); a `since` further off than that is asked
+   * again once, corrected, and this page is dropped unread. A page cut short
+   * by `limit` carries no clock reading: then only a Date header (to the
+   * second) can correct it, or, cross-origin, nothing.
+   */
+  private sinceIsRight(request: PollRequest): boolean {
+    if (request.cursor !== null || request.since === 0 || this.sinceChecked) return true;
+    this.sinceChecked = true;
+    const offset = this.serverClock.offset;
+    if (offset === null || request.since === null || this.since === null) return true;
+    return Math.abs(this.since + offset - request.since) <= this.serverClock.error;
   }
 
   private pollPage(
@@ -1445,8 +1604,15 @@ export class ConnectionManager {
     latencyMs: number | null,
   ): void {
     if (poller !== this.poller) return;
+    if (!this.sinceIsRight(request)) {
+      poller.restart();
+      return;
+    }
     if (latencyMs !== null) this.pollLatencyMs = latencyMs;
     this.backoff.reset();
+    if (request.topicGeneration > this.verifiedGeneration) {
+      this.verifiedGeneration = request.topicGeneration;
+    }
     if (!this.pollingUp) {
       this.pollingUp = true;
       this.setState("connected", "polling", null);
@@ -1462,24 +1628,65 @@ export class ConnectionManager {
       this.receive(message);
     }
     if (poller === this.poller) this.cursor = page.cursor;
+    this.settleTopicChecks(request.topicGeneration, null);
   }
 
-  private pollFailed(poller: PollingTransport, error: SyncError): void {
-    if (poller !== this.poller) return;
+  /** A poll failed: true when the next poll can go at once, fixed. */
+  private pollFailed(poller: PollingTransport, request: PollRequest, error: SyncError): boolean {
+    if (poller !== this.poller) return false;
+    if (
+      TOPIC_REFUSALS.has(error.code) &&
+      request.topicGeneration > this.verifiedGeneration &&
+      this.refuseTopics(request.topicGeneration, error)
+    ) {
+      return true;
+    }
+    if (error.code === "invalid_since" && request.cursor === null && !request.corrected) {
+      // The client's clock is over a minute ahead of the server's. The
+      // answer's Date header told the server's time (to the second): ask
+      // again from connect() by that clock; without it (a cross-origin page
+      // cannot read Date), from the oldest message the server holds.
+      if (this.serverClock.offset === null) this.since = 0;
+      return true;
+    }
     this.poller = null;
     const permanent = httpPermanentReason(error);
     if (permanent !== null) {
       this.fail(permanent, error);
-      return;
+      return false;
     }
     if (error.code === "invalid_cursor") this.dropCursor("polling");
-    // A clock over a minute ahead of the server's: start from what it holds.
     if (error.code === "invalid_since") this.since = 0;
     // Polling never worked either: the server is out of reach, not only its
     // WebSocket, so the next attempt tries WebSocket first again.
     if (!this.pollingUp) this.websocketFailures = 0;
     this.errorListeners.emit(error);
     this.retry("connection_lost", error.retryAfterMs);
+    return false;
+  }
+
+  /**
+   * A poll carrying unchecked subscriptions (those up to `generation`) was
+   * refused: drop the topics of the subscribe() calls to blame and reject
+   * them with the server's error; the next poll goes on without them (and
+   * checks the others). To blame: the call that added the topic the error
+   * names (forbidden_topic does), else all of them, as one refused topic
+   * refuses the whole request. False when the named topic is none of
+   * theirs: a topic the server had accepted before, which polling again
+   * cannot fix.
+   */
+  private refuseTopics(generation: number, error: SyncError): boolean {
+    const named = typeof error.details.topic === "string" ? error.details.topic : null;
+    const unchecked = this.topicChecks.filter((check) => check.generation <= generation);
+    const blamed = unchecked.filter((check) => named === null || check.added.includes(named));
+    if (blamed.length === 0) return false;
+    this.topicChecks = this.topicChecks.filter((check) => !blamed.includes(check));
+    if (blamed.length === unchecked.length) this.verifiedGeneration = generation;
+    for (const check of blamed) {
+      for (const topic of check.added) this.topics.delete(topic);
+      check.reject(error);
+    }
+    return true;
   }
 
   /** While polling, try WebSocket again every fallbackRetryInterval. */
@@ -1503,6 +1710,12 @@ export class ConnectionManager {
     this.messagesReceived += 1;
     this.lastMessageAt = this.clock.now();
     this.messageListeners.emit(message);
+  }
+
+  /** No position: polling will start from this moment (see sinceIsRight). */
+  private startFromNow(): void {
+    this.since = this.clock.now();
+    this.sinceChecked = false;
   }
 
   private dropCursor(transport: TransportKind): void {
@@ -1538,7 +1751,7 @@ export class ConnectionManager {
       if (this.fetchImpl === null) {
         throw new SyncError("network_error", "No fetch: pass the fetchImpl option.");
       }
-      this.http = new HttpApi(this.options, this.fetchImpl, this.clock);
+      this.http = new HttpApi(this.options, this.fetchImpl, this.clock, this.serverClock);
     }
     return this.http;
   }

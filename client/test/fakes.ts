@@ -210,12 +210,17 @@ export function message(n: number, extra: Partial<SyncMessage> = {}): SyncMessag
   };
 }
 
+/** The clock of the latest harness: the fake server's clock agrees with the
+ * client's unless a test says otherwise (a poll answer's `timestamp`). */
+let serverClock: FakeClock | null = null;
+
 export function pollAnswer(messages: SyncMessage[], extra: Record<string, unknown> = {}) {
   const last = messages[messages.length - 1];
   return {
     success: true,
     messages,
-    timestamp: 1_800_000_000_000,
+    // The server's watermark: its clock minus 1 ms (sync/services/paging.py).
+    timestamp: (serverClock?.now() ?? 1_800_000_000_000) - 1,
     count: messages.length,
     cursor: last ? last.cursor : "poll-head",
     hasMore: false,
@@ -227,6 +232,7 @@ export function pollAnswer(messages: SyncMessage[], extra: Record<string, unknow
 /** A manager wired to fakes, with everything it reports recorded. */
 export function harness(options: Partial<ConnectionOptions> = {}) {
   const clock = new FakeClock();
+  serverClock = clock;
   const sockets: FakeSocket[] = [];
   class Socket extends FakeSocket {
     constructor(url: string) {

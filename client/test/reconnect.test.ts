@@ -141,6 +141,58 @@ describe("Fallback to polling and back", () => {
     assert.equal(h.http.calls.length, 0);
   });
 
+  it("a subscribe() waiting for a poll is settled by the WebSocket that takes over", async () => {
+    const h = harness({ topics: ["a"], fallbackRetryInterval: 30_000 });
+    void h.manager.connect();
+    h.lastSocket().end(1006);
+    await h.clock.advance(lastRetry(h));
+    h.lastSocket().end(1006);
+    await h.clock.advance(lastRetry(h)); // polling from now on
+    h.http.last().answer(200, pollAnswer([]));
+    await h.clock.advance(30_000);
+    const probe = h.lastSocket();
+    assert.equal(h.sockets.length, 3);
+    const subscribed = h.manager.subscribe(["b"]);
+    await h.clock.advance(0);
+    assert.equal(h.http.last().url.searchParams.get("topics"), "a,b");
+    probe.welcome(); // before that poll is answered
+    assert.equal(h.manager.getQuality().transport, "websocket");
+    const frame = probe.sentOf("subscribe")[0];
+    assert.deepEqual(frame.payload, { topics: ["b"] });
+    probe.frame({
+      type: "error",
+      payload: { code: "forbidden_topic", message: "no" },
+      correlationId: frame.id,
+    });
+    await assert.rejects(subscribed, (error: SyncError) => error.code === "forbidden_topic");
+    assert.deepEqual(await h.manager.unsubscribe([]), ["a"]);
+    assert.equal(h.manager.getState(), "connected");
+  });
+
+  it("a topic added between polls and refused by the next one is dropped, not fatal", async () => {
+    const h = harness({ topics: ["a"], websocket: false });
+    void h.manager.connect();
+    h.http.last().answer(200, pollAnswer([]));
+    await h.clock.advance(1000);
+    h.http.last().fail(new Error("network down"));
+    await h.clock.advance(0);
+    assert.equal(h.manager.getState(), "disconnected");
+    // Nobody can check it now: it resolves, and the next poll carries it.
+    assert.deepEqual(await h.manager.subscribe(["secret"]), ["a", "secret"]);
+    await h.clock.advance(lastRetry(h));
+    assert.equal(h.http.last().url.searchParams.get("topics"), "a,secret");
+    h.http.last().answer(403, {
+      success: false,
+      error: { code: "forbidden_topic", message: "no", details: {} },
+    });
+    await h.clock.advance(0);
+    assert.ok(h.errors.includes("forbidden_topic"), "onError reports the refusal");
+    assert.equal(h.http.last().url.searchParams.get("topics"), "a");
+    h.http.last().answer(200, pollAnswer([]));
+    await h.clock.advance(0);
+    assert.equal(h.manager.getState(), "connected");
+  });
+
   it("tries WebSocket again while polling, switches back, and stops polling", async () => {
     const h = harness({ fallbackRetryInterval: 30_000 });
     void h.manager.connect();

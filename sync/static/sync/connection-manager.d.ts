@@ -319,7 +319,18 @@ export declare class ConnectionManager {
     private stableTimer;
     private websocketFailures;
     private cursor;
+    /** Client time of connect() without a cursor: polling starts from this
+     * moment, translated to the server's clock; 0: from the oldest message. */
     private since;
+    /** The first since-based page was checked against the server's clock. */
+    private sinceChecked;
+    private readonly serverClock;
+    /** Bumped by every subscribe() that adds topics. */
+    private topicGeneration;
+    /** Subscriptions up to this generation were accepted by a poll. */
+    private verifiedGeneration;
+    /** subscribe() calls made while polling, settled by the next poll answer. */
+    private topicChecks;
     private pollLatencyMs;
     private lastMessageAt;
     private messagesReceived;
@@ -352,7 +363,14 @@ export declare class ConnectionManager {
      * been stored).
      */
     send(message: OutgoingMessage): Promise<SendResult>;
-    /** Add topics (broadcasts with these topics arrive). Resolves with all topics now. */
+    /**
+     * Add topics (broadcasts with these topics arrive). Resolves with all
+     * topics now, once the server has accepted the new ones: the WebSocket's
+     * answer, or while polling the answer of a poll that carried them. A
+     * refusal (`forbidden_topic`, `invalid_topics`) rejects with that
+     * SyncError and drops the new topics; the connection goes on. Between
+     * connections it resolves at once, and the next connection checks them.
+     */
     subscribe(topics: string[]): Promise<string[]>;
     /** Remove topics. Resolves with all topics now. */
     unsubscribe(topics: string[]): Promise<string[]>;
@@ -375,17 +393,45 @@ export declare class ConnectionManager {
     /** The cursor after the welcome, and the resync event if history was lost. */
     private adoptWelcome;
     private socketClosed;
-    /** Send the subscription changes made while the socket was connecting. */
+    /** Send the subscription changes made while the socket was connecting;
+     * resolves with the topics after the subscribe, or rejects with its error. */
     private reconcileTopics;
     private changeTopics;
+    /** Settle the subscribe() calls up to `generation`: `error` or the topics now. */
+    private settleTopicChecks;
     private startPolling;
     private pollRequest;
+    /**
+     * Whether a page read from `since` started where it should: at connect()
+     * by the server's clock. A client clock ahead of the server's would skip
+     * the messages published in between, one behind would replay older ones
+     * as new. The page's own answer measured the offset (to within half its
+     * round trip: see ServerClock); a `since` further off than that is asked
+     * again once, corrected, and this page is dropped unread. A page cut short
+     * by `limit` carries no clock reading: then only a Date header (to the
+     * second) can correct it, or, cross-origin, nothing.
+     */
+    private sinceIsRight;
     private pollPage;
+    /** A poll failed: true when the next poll can go at once, fixed. */
     private pollFailed;
+    /**
+     * A poll carrying unchecked subscriptions (those up to `generation`) was
+     * refused: drop the topics of the subscribe() calls to blame and reject
+     * them with the server's error; the next poll goes on without them (and
+     * checks the others). To blame: the call that added the topic the error
+     * names (forbidden_topic does), else all of them, as one refused topic
+     * refuses the whole request. False when the named topic is none of
+     * theirs: a topic the server had accepted before, which polling again
+     * cannot fix.
+     */
+    private refuseTopics;
     /** While polling, try WebSocket again every fallbackRetryInterval. */
     private scheduleProbe;
     /** Every message from either transport: move the cursor, drop duplicates. */
     private receive;
+    /** No position: polling will start from this moment (see sinceIsRight). */
+    private startFromNow;
     private dropCursor;
     private setState;
     private settleWaiters;

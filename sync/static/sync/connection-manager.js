@@ -198,12 +198,50 @@ function readCookie(name) {
     }
     return null;
 }
+/**
+ * The server's clock as seen from here: `offset` (server minus client, ms)
+ * and its `error` bound. A reading the server took between the client's
+ * `sentAt` and `receivedAt` gives the offset to within half that round trip,
+ * plus the reading's own resolution: 1 ms for a poll's `timestamp`
+ * watermark, but 1 s for a `Date` header (whole seconds; and a cross-origin
+ * page cannot read it at all, as the server does not expose it). The most
+ * precise reading is kept; its error grows by 1 ms per second of age, so a
+ * fresh reading replaces an old one before the two clocks drift apart.
+ */
+class ServerClock {
+    constructor(clock) {
+        this.clock = clock;
+        this.offset = null;
+        this.baseError = Infinity;
+        this.takenAt = 0;
+    }
+    get error() {
+        return this.baseError + Math.max(0, Math.floor((this.clock.now() - this.takenAt) / 1000));
+    }
+    observe(serverMs, resolution, sentAt, receivedAt) {
+        if (!Number.isFinite(serverMs))
+            return;
+        const error = Math.ceil((receivedAt - sentAt) / 2 + resolution);
+        if (error > this.error)
+            return;
+        this.offset = Math.round(serverMs - (sentAt + receivedAt) / 2);
+        this.baseError = error;
+        this.takenAt = receivedAt;
+    }
+    /** The `Date` header: the server's time truncated to the second. */
+    observeDate(value, sentAt, receivedAt) {
+        const date = value === null ? NaN : Date.parse(value);
+        // The true time lies in [date, date + 1000): its middle, ± 500 ms.
+        this.observe(date + 500, 500, sentAt, receivedAt);
+    }
+}
 /** GET /api/sync/poll and POST /api/sync/send, with auth and time limits. */
 class HttpApi {
-    constructor(options, fetchImpl, clock) {
+    constructor(options, fetchImpl, clock, serverClock) {
         this.options = options;
         this.fetchImpl = fetchImpl;
         this.clock = clock;
+        this.serverClock = serverClock;
         this.urls = apiUrls(options.pollingUrl, options.sendUrl);
     }
     /** One page after the request's position; `signal` aborts it. */
@@ -216,9 +254,14 @@ class HttpApi {
             wait: request.wait > 0 ? String(request.wait) : null,
         });
         const timeout = request.wait * 1000 + this.options.requestTimeout;
-        const body = await this.call(url, { method: "GET" }, timeout, signal);
+        const { body, sentAt, receivedAt } = await this.call(url, { method: "GET" }, timeout, signal);
         if (!isRecord(body) || !Array.isArray(body.messages) || typeof body.cursor !== "string") {
             throw new SyncError("invalid_response", "The poll answer lacks messages or cursor.");
+        }
+        if (body.hasMore === false && typeof body.timestamp === "number") {
+            // A last page's watermark is the server's clock when it read, minus
+            // 1 ms (paging.py); a page cut short stands at a message instead.
+            this.serverClock.observe(body.timestamp + 1, 1, sentAt, receivedAt);
         }
         return body;
     }
@@ -228,7 +271,7 @@ class HttpApi {
         if (message.correlationId != null)
             body.correlationId = message.correlationId;
         const init = { method: "POST", body: JSON.stringify(body) };
-        const answer = await this.call(this.urls.send, init, this.options.requestTimeout);
+        const { body: answer } = await this.call(this.urls.send, init, this.options.requestTimeout);
         if (!isRecord(answer) || typeof answer.messageId !== "string") {
             throw new SyncError("invalid_response", "The send answer lacks messageId.");
         }
@@ -245,6 +288,7 @@ class HttpApi {
         }, timeoutMs);
         let response;
         let text;
+        const sentAt = this.clock.now();
         try {
             response = await this.fetchImpl(url, {
                 ...init,
@@ -265,10 +309,12 @@ class HttpApi {
             this.clock.clearTimeout(timer);
             signal?.removeEventListener("abort", abort);
         }
+        const receivedAt = this.clock.now();
+        this.serverClock.observeDate(response.headers.get("Date"), sentAt, receivedAt);
         const body = parseJson(text);
         if (!response.ok)
             throw this.errorFrom(response, body);
-        return body;
+        return { body, sentAt, receivedAt };
     }
     headers(unsafe) {
         const headers = { Accept: "application/json" };
@@ -621,8 +667,9 @@ class PollingTransport {
                     return;
                 if (this.restarting)
                     continue;
+                if (this.events.failed(this, request, asSyncError(error)))
+                    continue;
                 this.stopped = true;
-                this.events.failed(this, asSyncError(error));
                 return;
             }
             finally {
@@ -689,6 +736,8 @@ function permanentReason(code, errorCode) {
         return "bad_request";
     return null;
 }
+/** Poll errors that refuse the topics asked for. */
+const TOPIC_REFUSALS = new Set(["forbidden_topic", "invalid_topics"]);
 function httpPermanentReason(error) {
     if (error.status === 401)
         return "auth";
@@ -731,7 +780,17 @@ export class ConnectionManager {
         this.probeTimer = null;
         this.stableTimer = null;
         this.websocketFailures = 0;
+        /** Client time of connect() without a cursor: polling starts from this
+         * moment, translated to the server's clock; 0: from the oldest message. */
         this.since = null;
+        /** The first since-based page was checked against the server's clock. */
+        this.sinceChecked = false;
+        /** Bumped by every subscribe() that adds topics. */
+        this.topicGeneration = 0;
+        /** Subscriptions up to this generation were accepted by a poll. */
+        this.verifiedGeneration = 0;
+        /** subscribe() calls made while polling, settled by the next poll answer. */
+        this.topicChecks = [];
         this.pollLatencyMs = null;
         this.lastMessageAt = null;
         this.messagesReceived = 0;
@@ -739,6 +798,7 @@ export class ConnectionManager {
         this.unlisten = [];
         this.options = { ...DEFAULTS, ...definedOnly(options) };
         this.clock = this.options.clock ?? realClock;
+        this.serverClock = new ServerClock(this.clock);
         this.backoff = new Backoff(this.options.reconnectDelay, this.options.maxReconnectDelay, this.options.random ?? Math.random);
         this.seen = new RecentIds(this.options.dedupCacheSize);
         this.topics = new Set(this.options.topics);
@@ -770,7 +830,7 @@ export class ConnectionManager {
             // Without a cursor, polling (if it comes to that) starts from now, the
             // moment the page asked, not from when WebSocket had failed.
             if (this.cursor === null && this.since === null)
-                this.since = this.clock.now();
+                this.startFromNow();
             this.running = true;
             this.listenToPage();
             this.restart();
@@ -784,7 +844,9 @@ export class ConnectionManager {
         for (const stop of this.unlisten.splice(0))
             stop();
         this.setState("disconnected", null, "client");
-        this.settleWaiters(new SyncError("disconnected", "disconnect() was called."));
+        const error = new SyncError("disconnected", "disconnect() was called.");
+        this.settleWaiters(error);
+        this.settleTopicChecks(Infinity, error);
     }
     /** Call `listener` with every new message (never twice). Returns an unsubscriber. */
     onMessage(listener) {
@@ -838,11 +900,20 @@ export class ConnectionManager {
             throw failure;
         }
     }
-    /** Add topics (broadcasts with these topics arrive). Resolves with all topics now. */
+    /**
+     * Add topics (broadcasts with these topics arrive). Resolves with all
+     * topics now, once the server has accepted the new ones: the WebSocket's
+     * answer, or while polling the answer of a poll that carried them. A
+     * refusal (`forbidden_topic`, `invalid_topics`) rejects with that
+     * SyncError and drops the new topics; the connection goes on. Between
+     * connections it resolves at once, and the next connection checks them.
+     */
     subscribe(topics) {
         const added = topics.filter((topic) => !this.topics.has(topic));
         for (const topic of added)
             this.topics.add(topic);
+        if (added.length)
+            this.topicGeneration += 1;
         return this.changeTopics("subscribe", added);
     }
     /** Remove topics. Resolves with all topics now. */
@@ -911,6 +982,7 @@ export class ConnectionManager {
         this.stopTransports();
         this.setState("failed", null, reason);
         this.settleWaiters(error);
+        this.settleTopicChecks(Infinity, error);
         this.errorListeners.emit(error);
     }
     stopTransports() {
@@ -971,7 +1043,10 @@ export class ConnectionManager {
             this.backoff.reset();
             this.websocketFailures = 0;
         }, this.options.stableConnectionTime);
-        this.reconcileTopics(socket);
+        // subscribe() calls waiting for a poll: the socket checks them now.
+        const checks = this.topicChecks.splice(0);
+        this.verifiedGeneration = this.topicGeneration;
+        void this.reconcileTopics(socket).then((topics) => checks.forEach((check) => check.resolve(topics)), (error) => checks.forEach((check) => check.reject(error)));
         this.setState("connected", "websocket", null);
         this.settleWaiters(null);
     }
@@ -1013,17 +1088,21 @@ export class ConnectionManager {
         }
         this.retry(cause === "heartbeat_timeout" ? "heartbeat_timeout" : "connection_lost");
     }
-    /** Send the subscription changes made while the socket was connecting. */
+    /** Send the subscription changes made while the socket was connecting;
+     * resolves with the topics after the subscribe, or rejects with its error. */
     reconcileTopics(socket) {
         const added = [...this.topics].filter((topic) => !socket.topics.has(topic));
         const removed = [...socket.topics].filter((topic) => !this.topics.has(topic));
-        if (added.length)
-            void this.changeTopics("subscribe", added).catch(() => { });
+        const subscribed = added.length
+            ? this.changeTopics("subscribe", added)
+            : Promise.resolve([...this.topics].sort());
         if (removed.length)
             void this.changeTopics("unsubscribe", removed).catch(() => { });
+        return subscribed;
     }
     async changeTopics(kind, topics) {
         const socket = this.socket;
+        const generation = this.topicGeneration;
         if (topics.length && socket !== null && socket.isUp) {
             try {
                 const id = socket.nextId(kind);
@@ -1031,6 +1110,9 @@ export class ConnectionManager {
                 const payload = isRecord(answer.payload) ? answer.payload : {};
                 const now = Array.isArray(payload.topics) ? payload.topics.map(String) : [];
                 socket.topics = new Set(now);
+                if (kind === "subscribe" && generation > this.verifiedGeneration) {
+                    this.verifiedGeneration = generation;
+                }
             }
             catch (error) {
                 const failure = asSyncError(error);
@@ -1041,10 +1123,42 @@ export class ConnectionManager {
                 throw failure;
             }
         }
+        else if (topics.length && kind === "subscribe") {
+            // No socket up: the next poll carries the new topics and its answer
+            // says whether the server accepts them (pollPage, pollFailed); a
+            // socket's welcome checks them too (socketWelcomed).
+            const poller = this.poller;
+            if (poller !== null) {
+                const checked = new Promise((resolve, reject) => {
+                    this.topicChecks.push({ generation, added: topics, resolve, reject });
+                });
+                poller.restart();
+                return checked;
+            }
+            // Between connections: nobody waits, but a refusal still drops them
+            // (and onError reports it).
+            this.topicChecks.push({
+                generation,
+                added: topics,
+                resolve: () => { },
+                reject: (error) => this.errorListeners.emit(error),
+            });
+        }
         else if (topics.length) {
             this.poller?.restart();
         }
         return [...this.topics].sort();
+    }
+    /** Settle the subscribe() calls up to `generation`: `error` or the topics now. */
+    settleTopicChecks(generation, error) {
+        const due = this.topicChecks.filter((check) => check.generation <= generation);
+        this.topicChecks = this.topicChecks.filter((check) => check.generation > generation);
+        for (const check of due) {
+            if (error === null)
+                check.resolve([...this.topics].sort());
+            else
+                check.reject(error);
+        }
     }
     // Polling --------------------------------------------------------------------
     startPolling() {
@@ -1056,7 +1170,7 @@ export class ConnectionManager {
         const poller = new PollingTransport(this.httpApi(), this.clock, this.options.pollingInterval, {
             request: (first) => this.pollRequest(first),
             page: (source, request, page, latency) => this.pollPage(source, request, page, latency),
-            failed: (source, error) => this.pollFailed(source, error),
+            failed: (source, request, error) => this.pollFailed(source, request, error),
         });
         this.poller = poller;
         this.pollingUp = false;
@@ -1064,25 +1178,55 @@ export class ConnectionManager {
         this.scheduleProbe();
     }
     pollRequest(first) {
-        if (this.cursor === null && this.since === null) {
-            // No position: from now on, by the client's clock (the server refuses
-            // one over a minute ahead of its own: see pollFailed).
-            this.since = this.clock.now();
-        }
+        if (this.cursor === null && this.since === null)
+            this.startFromNow();
+        const offset = this.serverClock.offset;
+        const corrected = this.cursor === null && offset !== null && this.since !== 0;
         return {
             cursor: this.cursor,
-            since: this.since,
+            // No position: from the moment of connect() by the server's clock,
+            // as far as it is known yet (pollPage checks it on the answer).
+            since: corrected ? this.since + offset : this.since,
             topics: [...this.topics],
             limit: this.options.pollLimit,
-            wait: first ? 0 : this.options.pollWait,
+            // Without a cursor the answer must come at once: it is checked first.
+            wait: first || this.cursor === null ? 0 : this.options.pollWait,
+            topicGeneration: this.topicGeneration,
+            corrected,
         };
+    }
+    /**
+     * Whether a page read from `since` started where it should: at connect()
+     * by the server's clock. A client clock ahead of the server's would skip
+     * the messages published in between, one behind would replay older ones
+     * as new. The page's own answer measured the offset (to within half its
+     * round trip: see ServerClock); a `since` further off than that is asked
+     * again once, corrected, and this page is dropped unread. A page cut short
+     * by `limit` carries no clock reading: then only a Date header (to the
+     * second) can correct it, or, cross-origin, nothing.
+     */
+    sinceIsRight(request) {
+        if (request.cursor !== null || request.since === 0 || this.sinceChecked)
+            return true;
+        this.sinceChecked = true;
+        const offset = this.serverClock.offset;
+        if (offset === null || request.since === null || this.since === null)
+            return true;
+        return Math.abs(this.since + offset - request.since) <= this.serverClock.error;
     }
     pollPage(poller, request, page, latencyMs) {
         if (poller !== this.poller)
             return;
+        if (!this.sinceIsRight(request)) {
+            poller.restart();
+            return;
+        }
         if (latencyMs !== null)
             this.pollLatencyMs = latencyMs;
         this.backoff.reset();
+        if (request.topicGeneration > this.verifiedGeneration) {
+            this.verifiedGeneration = request.topicGeneration;
+        }
         if (!this.pollingUp) {
             this.pollingUp = true;
             this.setState("connected", "polling", null);
@@ -1100,19 +1244,34 @@ export class ConnectionManager {
         }
         if (poller === this.poller)
             this.cursor = page.cursor;
+        this.settleTopicChecks(request.topicGeneration, null);
     }
-    pollFailed(poller, error) {
+    /** A poll failed: true when the next poll can go at once, fixed. */
+    pollFailed(poller, request, error) {
         if (poller !== this.poller)
-            return;
+            return false;
+        if (TOPIC_REFUSALS.has(error.code) &&
+            request.topicGeneration > this.verifiedGeneration &&
+            this.refuseTopics(request.topicGeneration, error)) {
+            return true;
+        }
+        if (error.code === "invalid_since" && request.cursor === null && !request.corrected) {
+            // The client's clock is over a minute ahead of the server's. The
+            // answer's Date header told the server's time (to the second): ask
+            // again from connect() by that clock; without it (a cross-origin page
+            // cannot read Date), from the oldest message the server holds.
+            if (this.serverClock.offset === null)
+                this.since = 0;
+            return true;
+        }
         this.poller = null;
         const permanent = httpPermanentReason(error);
         if (permanent !== null) {
             this.fail(permanent, error);
-            return;
+            return false;
         }
         if (error.code === "invalid_cursor")
             this.dropCursor("polling");
-        // A clock over a minute ahead of the server's: start from what it holds.
         if (error.code === "invalid_since")
             this.since = 0;
         // Polling never worked either: the server is out of reach, not only its
@@ -1121,6 +1280,33 @@ export class ConnectionManager {
             this.websocketFailures = 0;
         this.errorListeners.emit(error);
         this.retry("connection_lost", error.retryAfterMs);
+        return false;
+    }
+    /**
+     * A poll carrying unchecked subscriptions (those up to `generation`) was
+     * refused: drop the topics of the subscribe() calls to blame and reject
+     * them with the server's error; the next poll goes on without them (and
+     * checks the others). To blame: the call that added the topic the error
+     * names (forbidden_topic does), else all of them, as one refused topic
+     * refuses the whole request. False when the named topic is none of
+     * theirs: a topic the server had accepted before, which polling again
+     * cannot fix.
+     */
+    refuseTopics(generation, error) {
+        const named = typeof error.details.topic === "string" ? error.details.topic : null;
+        const unchecked = this.topicChecks.filter((check) => check.generation <= generation);
+        const blamed = unchecked.filter((check) => named === null || check.added.includes(named));
+        if (blamed.length === 0)
+            return false;
+        this.topicChecks = this.topicChecks.filter((check) => !blamed.includes(check));
+        if (blamed.length === unchecked.length)
+            this.verifiedGeneration = generation;
+        for (const check of blamed) {
+            for (const topic of check.added)
+                this.topics.delete(topic);
+            check.reject(error);
+        }
+        return true;
     }
     /** While polling, try WebSocket again every fallbackRetryInterval. */
     scheduleProbe() {
@@ -1145,6 +1331,11 @@ export class ConnectionManager {
         this.messagesReceived += 1;
         this.lastMessageAt = this.clock.now();
         this.messageListeners.emit(message);
+    }
+    /** No position: polling will start from this moment (see sinceIsRight). */
+    startFromNow() {
+        this.since = this.clock.now();
+        this.sinceChecked = false;
     }
     dropCursor(transport) {
         this.cursor = null;
@@ -1174,7 +1365,7 @@ export class ConnectionManager {
             if (this.fetchImpl === null) {
                 throw new SyncError("network_error", "No fetch: pass the fetchImpl option.");
             }
-            this.http = new HttpApi(this.options, this.fetchImpl, this.clock);
+            this.http = new HttpApi(this.options, this.fetchImpl, this.clock, this.serverClock);
         }
         return this.http;
     }
