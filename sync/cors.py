@@ -23,8 +23,9 @@ from sync.origins import cors_allowed_origins, is_cors_allowed
 API_PREFIX = "/api/"
 ALLOW_METHODS = "GET, POST, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, X-CSRFToken"
-# Lets cross-origin clients read how long to back off after a 429.
-EXPOSE_HEADERS = "Retry-After"
+# Lets cross-origin clients read how long to back off after a 429 or 503,
+# and the server's clock (the client corrects its first poll position).
+EXPOSE_HEADERS = "Retry-After, Date"
 # Seconds a browser may reuse a preflight answer before asking again.
 PREFLIGHT_MAX_AGE = "600"
 

@@ -109,7 +109,7 @@ def test_a_listed_origin_can_read_api_answers(cors_for_spa, user):
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == SPA
     assert response.headers["Access-Control-Allow-Credentials"] == "true"
-    assert response.headers["Access-Control-Expose-Headers"] == "Retry-After"
+    assert response.headers["Access-Control-Expose-Headers"] == "Retry-After, Date"
     assert varies_by_origin(response)
 
 
