@@ -37,7 +37,7 @@ format: venv
 	$(BIN)/ruff format .
 
 # Fan-out, per-user, polls, idle sockets beside their baselines; one table.
-# `make bench BENCH_ARGS=--quick` (~3 min), or --server uvicorn, --json FILE.
+# `make bench BENCH_ARGS=--quick` (~5 min), --cases 1,6, --server uvicorn, --json FILE.
 bench: venv
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	$(BIN)/python -m bench $(BENCH_ARGS)
