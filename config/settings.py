@@ -139,7 +139,7 @@ if REDIS_URL:
     # so a 2 s timeout only bounds a publish to a hung Redis.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "sync.channel_layer.PubSubChannelLayer",
             "CONFIG": {
                 "hosts": [
                     {

@@ -77,8 +77,11 @@ SHUTDOWN_CLOSE_WAIT = 1.0
 # Pause between attempts to read the channel layer while Redis is out of
 # reach (one socket at a time tries: channels-redis serialises its reads).
 LAYER_RETRY_SECONDS = 1.0
-# A closing socket cancels its layer read again this often, at most this many
-# times, until the read stops (see _cancel_firmly).
+# A closing socket first gives its cancelled layer read this long to clean up
+# (the pub/sub layer unsubscribes the channel, behind one lock per process:
+# cut short, the subscription would stay for good), then cancels it again
+# this often, at most this many times, until it stops (see _cancel_firmly).
+LAYER_CANCEL_GRACE_SECONDS = 2.0
 LAYER_CANCEL_RETRY_SECONDS = 0.1
 LAYER_CANCEL_ATTEMPTS = 50
 # Live messages held while the store is read; past it they are let go and the
@@ -619,6 +622,8 @@ async def _cancel_firmly(task: asyncio.Task) -> Any:
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
+        task.cancel()
+        await asyncio.wait({task}, timeout=LAYER_CANCEL_GRACE_SECONDS)
         for _ in range(LAYER_CANCEL_ATTEMPTS):
             if task.done():
                 break

@@ -658,8 +658,13 @@ class RedisMessageStore(MessageStore):
         if user_id is not None:
             args = [now_ms, message_queue.MAX_TRACKED_DROP_TOPICS, *mode]
             return int(self._run("purge_queues", *args, f"u:{user_id}", 1, 0)[0])
+        # Queues that exist now, and no more: while senders keep filling new
+        # ones, a loop until a short batch might never end.
+        batches = self._client.zcard(f"{self._prefix}expiry") // PURGE_ALL_BATCH_QUEUES
         visited, offset, total = PURGE_ALL_BATCH_QUEUES, 0, 0
-        while visited == PURGE_ALL_BATCH_QUEUES:
+        for _ in range(batches + 1):
+            if visited < PURGE_ALL_BATCH_QUEUES:
+                break
             dropped, visited = self._run(
                 "purge_queues",
                 now_ms,

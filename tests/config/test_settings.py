@@ -175,7 +175,7 @@ def test_redis_url_moves_the_channel_layer_and_rate_limit_cache_to_redis():
     redis_url = "redis://redis.invalid:6379/3"
     config = started(REDIS_URL=redis_url)
 
-    assert config["CHANNEL_LAYER"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
+    assert config["CHANNEL_LAYER"] == "sync.channel_layer.PubSubChannelLayer"
     assert "redis" in config["CACHE"].lower()
     assert config["SYNC"]["REDIS_URL"] == redis_url
 

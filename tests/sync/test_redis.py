@@ -72,7 +72,7 @@ def test_the_rate_limit_counter_is_shared_by_server_processes(redis_url, test_pr
 def redis_layer(settings, redis_url, test_prefix):
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "sync.channel_layer.PubSubChannelLayer",
             "CONFIG": {"hosts": [redis_url], "prefix": test_prefix},
         }
     }

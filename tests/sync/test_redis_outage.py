@@ -93,10 +93,13 @@ async def test_a_closing_socket_never_retries_the_channel_layer(monkeypatch):
     assert reads == 1
 
 
-async def test_a_closing_socket_stops_a_layer_read_that_lost_its_cancellation():
+async def test_a_closing_socket_stops_a_layer_read_that_lost_its_cancellation(
+    monkeypatch,
+):
     # channels-redis can lose a cancellation (redis-py reads a cancelled
     # BZPOPMIN as its timeout and the receive loop starts another): a closed
     # socket's task, and a server's shutdown, then waited until killed.
+    monkeypatch.setattr(consumers, "LAYER_CANCEL_GRACE_SECONDS", 0.2)
     consumer = consumers.RealtimeConsumer()
     cancellations = 0
 
@@ -120,12 +123,40 @@ async def test_a_closing_socket_stops_a_layer_read_that_lost_its_cancellation():
     assert cancellations == 2
 
 
+async def test_a_closing_socket_lets_the_layer_unsubscribe_its_channel(
+    monkeypatch,
+):
+    # The pub/sub layer unsubscribes when its read is cancelled, queued behind
+    # other sockets' unsubscribes: cut short, the channel stayed subscribed
+    # in the process and in Redis for good (many sockets closing at once).
+    monkeypatch.setattr(consumers, "LAYER_CANCEL_GRACE_SECONDS", 2.0)
+    consumer = consumers.RealtimeConsumer()
+    unsubscribed = asyncio.Event()
+
+    async def layer_receive():
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.5)  # the unsubscribe, behind others
+            unsubscribed.set()
+            raise
+
+    consumer.channel_receive = layer_receive
+    receiving = asyncio.ensure_future(consumer.channel_receive())
+    await asyncio.sleep(0.05)
+    receiving.cancel()  # as Channels does when the socket closes
+    await asyncio.wait({receiving}, timeout=3)
+
+    assert receiving.cancelled()
+    assert unsubscribed.is_set()
+
+
 @pytest.fixture
 def unreachable_pubsub_layer(settings):
     """The pub/sub layer (it subscribes a channel per socket) on a dead Redis."""
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "sync.channel_layer.PubSubChannelLayer",
             "CONFIG": {"hosts": [f"redis://127.0.0.1:{closed_port()}/0"]},
         }
     }
@@ -143,3 +174,5 @@ async def test_a_socket_opens_while_the_layers_redis_is_out_of_reach(
     assert welcome["type"] == "connection.established"
     await socket.send_to(text_data='{"type": "ping"}')
     assert json.loads((await socket.receive_output(2))["text"])["type"] == "pong"
+    # The channel that failed to open left nothing behind in the process.
+    assert not channel_layers["default"]._get_layer().channels
