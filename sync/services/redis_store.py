@@ -163,6 +163,12 @@ def _cluster(figures: list[str | None], opened: str | None) -> ClusterConnection
     )
 
 
+def _counted_read(reply: list[Any]) -> list[Any]:
+    """A read script's reply, once its expired messages are counted as dropped."""
+    metrics.count(metrics.DROPPED_EXPIRED, int(reply[9]))
+    return reply
+
+
 def _epoch(value: str) -> Epoch:
     epoch_id, started_ms = value.split(" ")
     return Epoch(epoch_id, int(started_ms))
@@ -410,10 +416,12 @@ class RedisMessageStore(MessageStore):
         with _translate_redis_errors():
             return self._scripts[name](args=[self._prefix, *args])
 
-    async def _arun_shared(self, key: tuple[Any, ...], name: str, *args: Any) -> Any:
-        """_arun, shared with this turn's callers asking the same `key`."""
+    async def _arun_shared(
+        self, key: tuple[Any, ...], call: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """Await `call()`, shared with this turn's callers asking the same `key`."""
         self._async_client()  # this loop's client and shared calls
-        return await self._local.shared.run(key, lambda: self._arun(name, *args))
+        return await self._local.shared.run(key, call)
 
     async def _arun(self, name: str, *args: Any) -> Any:
         client = self._async_client()
@@ -518,7 +526,9 @@ class RedisMessageStore(MessageStore):
         request = PageRequest(since, cursor, frozenset(topics), limit)
         now = self._clock()
         self._sweep_if_due(now)
-        reply = self._run("read", *self._read_args(user_id, request, now))
+        reply = _counted_read(
+            self._run("read", *self._read_args(user_id, request, now))
+        )
         return self._page(request, reply)
 
     async def aread(self, user_id: str, **options: Any) -> ReadResult:
@@ -533,7 +543,13 @@ class RedisMessageStore(MessageStore):
         await self._asweep_if_due(now)
         key = ("read", str(user_id), request)
         args = self._read_args(user_id, request, now)
-        return self._page(request, await self._arun_shared(key, "read", *args))
+        reply = await self._arun_shared(key, lambda: self._arun_read(args))
+        return self._page(request, reply)
+
+    async def _arun_read(self, args: list[Any]) -> list[Any]:
+        """One read script call; what it expired is counted once, however many
+        callers share its reply."""
+        return _counted_read(await self._arun("read", *args))
 
     def _read_args(self, user_id: str, request: PageRequest, now: float) -> list[Any]:
         cursor = request.cursor
@@ -553,8 +569,7 @@ class RedisMessageStore(MessageStore):
 
     def _page(self, request: PageRequest, reply: list[Any]) -> ReadResult:
         epoch_value, clock, user_state, broadcast_state, marks = reply[:5]
-        user_from, broadcast_from, users, broadcasts, expired = reply[5:]
-        metrics.count(metrics.DROPPED_EXPIRED, int(expired))
+        user_from, broadcast_from, users, broadcasts, _expired = reply[5:]
         epoch = _epoch(epoch_value)
         self._epoch_seen = epoch.id
         user_queue = _QueueSnapshot(
@@ -605,7 +620,8 @@ class RedisMessageStore(MessageStore):
         now_ms = self._now_ms(self._clock())
         key = ("head", str(user_id))
         args = (self._new_epoch_id(), now_ms, str(user_id))
-        return self._position(await self._arun_shared(key, "head", *args))
+        reply = await self._arun_shared(key, lambda: self._arun("head", *args))
+        return self._position(reply)
 
     def _position(self, reply: list[Any]) -> Position:
         epoch, user_seq, broadcast_seq = reply
