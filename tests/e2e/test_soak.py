@@ -18,9 +18,9 @@ from tests.support.soak import SOAK_ENV, SoakConfig, run_soak
 
 pytestmark = pytest.mark.e2e
 
-# About 20 s of traffic, plus the catch-up: every restless tab drops and
+# About 11 s of traffic, plus the catch-up: every restless tab drops and
 # resumes several times, and every tab lives through the restart.
-SHORT_RUN = SoakConfig(seconds=16.0, settle=3.0)
+SHORT_RUN = SoakConfig(seconds=11.0, settle=3.0)
 # Lines of the first process's log shown when something failed around it.
 SHUTDOWN_LOG_LINES = 30
 # The line each server writes when it starts (daphne, uvicorn).
