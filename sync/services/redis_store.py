@@ -676,7 +676,9 @@ class RedisMessageStore(MessageStore):
             return int(self._run("purge_queues", *args, f"u:{user_id}", 1, 0)[0])
         # Queues that exist now, and no more: while senders keep filling new
         # ones, a loop until a short batch might never end.
-        batches = self._client.zcard(f"{self._prefix}expiry") // PURGE_ALL_BATCH_QUEUES
+        with _translate_redis_errors():
+            queues_now = self._client.zcard(f"{self._prefix}expiry")
+        batches = queues_now // PURGE_ALL_BATCH_QUEUES
         visited, offset, total = PURGE_ALL_BATCH_QUEUES, 0, 0
         for _ in range(batches + 1):
             if visited < PURGE_ALL_BATCH_QUEUES:
