@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_str
 from sync.conf import DEFAULTS as SYNC_DEFAULTS
+from sync.logging import LEVELS, server_loggers
 from sync.rates import parse_rate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -300,6 +301,12 @@ LOG_FORMAT = env_str("LOG_FORMAT", "json" if PRODUCTION else "text")
 if LOG_FORMAT not in {"json", "text"}:
     raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, got {LOG_FORMAT!r}.")
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in LEVELS:
+    raise ImproperlyConfigured(
+        f"LOG_LEVEL must be one of {', '.join(LEVELS)}, got {LOG_LEVEL!r}."
+    )
+# One line per HTTP request and WebSocket handshake, from the ASGI server.
+ACCESS_LOG = env_bool("ACCESS_LOG", True)
 # Loggers that would write payloads, tokens or SQL parameters at DEBUG (the
 # WebSocket library logs frames, through uvicorn.error under uvicorn;
 # Django's backend logs queries with their values): held at INFO whatever
@@ -323,14 +330,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.request": {"level": "ERROR"},
-        # uvicorn's own lines (access log included) in the same format.
-        "uvicorn": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
-        "uvicorn.access": {
-            "handlers": ["console"],
-            "level": LOG_LEVEL,
-            "propagate": False,
-        },
-        **{name: {"level": "INFO"} for name in NEVER_DEBUG},
+        # uvicorn's own lines (access log included) in the same format,
+        # keeping what uvicorn's command line chose (see server_loggers).
+        **server_loggers(LOG_LEVEL, ACCESS_LOG, NEVER_DEBUG),
     },
 }
 

@@ -129,3 +129,42 @@ def _iso_time(created: float) -> str:
     """UTC, to the millisecond: 2026-11-29T16:20:40.123Z."""
     moment = datetime.datetime.fromtimestamp(created, datetime.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Access loggers: uvicorn's own, and daphne's once it goes through LogStream.
+ACCESS_LOGGERS = ("uvicorn.access", "daphne.access")
+
+
+def server_loggers(level: str, access_log: bool, never_debug=()) -> dict[str, dict]:
+    """LOGGING entries for the ASGI servers' loggers, in our format.
+
+    Django applies LOGGING after uvicorn applied its command line, so plain
+    entries would undo ``--no-access-log`` and ``--log-level``. Here an access
+    log that uvicorn silenced stays silent, and a level that uvicorn set stays
+    when it is stricter than ours. ``access_log=False`` (``ACCESS_LOG=false``)
+    silences both servers' access logs: on a busy server, a line per request
+    is a sixth of a long poll's answer.
+    """
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_silenced = not uvicorn_access.handlers and not uvicorn_access.propagate
+    entries = {
+        "uvicorn": {"handlers": ["console"], "level": level, "propagate": False},
+        **{name: {"level": _stricter(name, "INFO")} for name in never_debug},
+    }
+    for name in ACCESS_LOGGERS:
+        if not access_log or (name == "uvicorn.access" and uvicorn_silenced):
+            entries[name] = {"handlers": [], "level": "WARNING", "propagate": False}
+        elif name == "uvicorn.access":
+            entries[name] = {
+                "handlers": ["console"],
+                "level": _stricter(name, level),
+                "propagate": False,
+            }
+    return entries
+
+
+def _stricter(name: str, level: str) -> str:
+    """`level`, or the level logger `name` already has if that is higher."""
+    current = logging.getLogger(name).level
+    return logging.getLevelName(max(logging.getLevelName(level), current))

@@ -74,8 +74,10 @@ def random_key(length: int) -> str:
     )
 
 
-def run_setup(code: str = "", **env: str) -> subprocess.CompletedProcess:
-    """``django.setup()`` then `code`, with only `env` as configuration."""
+def run_setup(
+    code: str = "", before: str = "", **env: str
+) -> subprocess.CompletedProcess:
+    """`before`, ``django.setup()`` then `code`, with only `env` as configuration."""
     child_env = {
         name: value
         for name, value in os.environ.items()
@@ -83,7 +85,7 @@ def run_setup(code: str = "", **env: str) -> subprocess.CompletedProcess:
     }
     child_env.update(env)
     return subprocess.run(
-        [sys.executable, "-c", SETUP + "\n" + code],
+        [sys.executable, "-c", before + "\n" + SETUP + "\n" + code],
         cwd=PROJECT_ROOT,
         env=child_env,
         capture_output=True,

@@ -44,9 +44,16 @@ def record(message: str, *args, exc_info=None, **extra) -> logging.LogRecord:
     return entry
 
 
-def logged_lines(**env: str) -> tuple[list[str], dict[str, int]]:
+# What uvicorn does before it loads the application, with some of its options.
+UVICORN_LOGGING = """
+from uvicorn.config import Config
+Config("config.asgi:application", {options}).configure_logging()
+"""
+
+
+def logged_lines(before: str = "", **env: str) -> tuple[list[str], dict[str, int]]:
     """Lines a started process logs (stderr), and some loggers' levels."""
-    completed = run_setup(LOG_SAMPLE, **env)
+    completed = run_setup(LOG_SAMPLE, before, **env)
     assert completed.returncode == 0, completed.stderr
     levels = dict(line.rsplit(" ", 1) for line in completed.stdout.splitlines())
     return completed.stderr.splitlines(), {k: int(v) for k, v in levels.items()}
@@ -125,6 +132,38 @@ def test_development_logs_readable_lines_and_log_format_overrides_it():
 
 def test_an_unknown_log_format_refuses_to_start():
     assert "LOG_FORMAT" in refusal(LOG_FORMAT="xml")
+
+
+def access_lines(lines: list[str]) -> list[str]:
+    return [line for line in lines if "uvicorn.access" in line]
+
+
+def test_the_access_log_is_on_by_default_and_access_log_false_turns_it_off():
+    on, _ = logged_lines()
+    off, _ = logged_lines(ACCESS_LOG="false")
+
+    assert len(access_lines(on)) == 1
+    assert access_lines(off) == []
+    assert any("websocket connected" in line for line in off)
+
+
+def test_uvicorn_no_access_log_and_log_level_outlast_django_logging_setup():
+    # Django configures logging after uvicorn applied its command line.
+    default, _ = logged_lines(UVICORN_LOGGING.format(options=""))
+    quiet, levels = logged_lines(
+        UVICORN_LOGGING.format(options="access_log=False, log_level='warning'")
+    )
+    warning_only, _ = logged_lines(UVICORN_LOGGING.format(options="log_level='warning'"))
+
+    assert len(access_lines(default)) == 1
+    assert access_lines(quiet) == []
+    assert access_lines(warning_only) == []
+    assert levels["uvicorn.error"] == logging.WARNING
+    assert any("websocket connected" in line for line in quiet)
+
+
+def test_an_unknown_log_level_refuses_to_start():
+    assert "LOG_LEVEL" in refusal(LOG_LEVEL="loud")
 
 
 def test_debug_level_keeps_the_loggers_that_would_log_payloads_at_info():
