@@ -153,7 +153,9 @@ def test_uvicorn_no_access_log_and_log_level_outlast_django_logging_setup():
     quiet, levels = logged_lines(
         UVICORN_LOGGING.format(options="access_log=False, log_level='warning'")
     )
-    warning_only, _ = logged_lines(UVICORN_LOGGING.format(options="log_level='warning'"))
+    warning_only, _ = logged_lines(
+        UVICORN_LOGGING.format(options="log_level='warning'")
+    )
 
     assert len(access_lines(default)) == 1
     assert access_lines(quiet) == []
