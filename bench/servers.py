@@ -34,8 +34,12 @@ START_TIMEOUT = 45.0
 STOP_TIMEOUT = 10.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-# No access log line per request, for the project and the baselines alike.
-QUIET_UVICORN = ["--log-level", "warning", "--no-access-log"]
+# No access log line per request, for the project and the baselines alike
+# (the project's logging setup keeps what these options choose).
+QUIET = {
+    "uvicorn": ["--log-level", "warning", "--no-access-log"],
+    "daphne": ["--verbosity", "0"],
+}
 # Production settings (DEBUG off), with the per-user caps lifted: the bench
 # connects thousands of sockets and fires thousands of requests as few users.
 PROJECT_ENV = {
@@ -241,11 +245,11 @@ def asgi_command(
     kind: str, application: str, port: int, env: dict[str, str] | None = None
 ) -> list[str]:
     """`application` served by daphne or uvicorn as ``make run`` serves the
-    project (config/servers.py), with uvicorn's logging made quiet."""
+    project (config/servers.py), without access log."""
     command = server_command(
         kind, HOST, port, os.environ if env is None else env, application
     )
-    return command + QUIET_UVICORN if kind == "uvicorn" else command
+    return command + QUIET[kind]
 
 
 def spawn(name: str, command: list[str], port: int, env: dict, workdir: Path) -> Server:
