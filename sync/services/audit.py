@@ -27,3 +27,19 @@ def record_broadcast(message: dict[str, Any], sent_by: Any, source: str) -> None
 async def arecord_broadcast(message: dict[str, Any], sent_by: Any, source: str) -> None:
     """Async twin of record_broadcast: the insert runs in a worker thread."""
     await in_worker_thread(record_broadcast)(message, sent_by, source)
+
+
+def forget_broadcast(message: dict[str, Any]) -> None:
+    """Remove the record of `message`, which was not published after all.
+
+    Its sender got an error (the store was out of reach): the history lists
+    what was published, not what was attempted.
+    """
+    from sync.models import Broadcast
+
+    Broadcast.objects.filter(message_id=message["id"]).delete()
+
+
+async def aforget_broadcast(message: dict[str, Any]) -> None:
+    """Async twin of forget_broadcast."""
+    await in_worker_thread(forget_broadcast)(message)

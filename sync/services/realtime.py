@@ -18,7 +18,12 @@ from typing import Any
 from django.db import transaction
 
 from sync import metrics, validation
-from sync.services.audit import arecord_broadcast, record_broadcast
+from sync.services.audit import (
+    aforget_broadcast,
+    arecord_broadcast,
+    forget_broadcast,
+    record_broadcast,
+)
 from sync.services.connections import MemoryConnectionRegistry
 from sync.services.handlers import run_handlers
 from sync.services.hub import DeliveryHub
@@ -135,7 +140,8 @@ class RealtimeSync:
         """Send to every connection, or to those subscribed to any of `topics`.
 
         With `source` ("api", "admin", "command") the broadcast is recorded in
-        the history, in the same transaction that publishes it.
+        the history, in the same transaction that publishes it; if the store
+        refuses it, the record goes too.
         """
         _refuse_event_loop("broadcast")
         message = self._broadcast_message(type, payload, topics)
@@ -144,7 +150,7 @@ class RealtimeSync:
             return message
         with transaction.atomic():
             record_broadcast(message, sent_by, source)
-            self._deliver_after_commit(message)
+            self._deliver_after_commit(message, self._deliver_or_forget)
         return message
 
     def get_stats(self) -> dict[str, Any]:
@@ -189,9 +195,15 @@ class RealtimeSync:
         waiting long poll, and the record must not queue behind them.
         """
         message = self._broadcast_message(type, payload, topics)
-        if source is not None:
-            await arecord_broadcast(message, sent_by, source)
-        await self._adeliver(message)
+        if source is None:
+            await self._adeliver(message)
+            return message
+        await arecord_broadcast(message, sent_by, source)
+        try:
+            await self._adeliver(message)
+        except Exception:  # refused; a cancelled request may have published it
+            await aforget_broadcast(message)
+            raise
         return message
 
     async def aget_stats(self) -> dict[str, Any]:
@@ -292,13 +304,22 @@ class RealtimeSync:
             topics=validation.validate_topics(None if topics is None else list(topics)),
         )
 
-    def _deliver_after_commit(self, message: dict[str, Any]) -> None:
+    def _deliver_after_commit(self, message: dict[str, Any], deliver=None) -> None:
         # Outside a transaction deliver now, without opening a DB connection
         # (on_commit would open one just to learn there is no transaction).
+        deliver = deliver or self._deliver
         if transaction.get_connection().in_atomic_block:
-            transaction.on_commit(partial(self._deliver, message))
+            transaction.on_commit(partial(deliver, message))
         else:
+            deliver(message)
+
+    def _deliver_or_forget(self, message: dict[str, Any]) -> None:
+        """Deliver a recorded broadcast; unrecord it if the store refuses it."""
+        try:
             self._deliver(message)
+        except Exception:
+            forget_broadcast(message)
+            raise
 
     def _deliver(self, message: dict[str, Any]) -> StoredMessage:
         entry = self.store.add_message(message)

@@ -220,6 +220,21 @@ def test_a_bad_type_and_bad_topics_are_shown_on_their_fields(staff_browser):
     assert stored_messages() == 0
 
 
+def test_a_broadcast_the_store_refuses_shows_the_error_and_leaves_no_history(
+    staff_browser, monkeypatch
+):
+    def unavailable(message):
+        raise StoreUnavailable()
+
+    monkeypatch.setattr(get_realtime_sync().store, "add_message", unavailable)
+
+    response = staff_browser.post(SEND, {**GREETING, "confirm": "1"})
+
+    assert response.status_code == 200
+    assert StoreUnavailable.default_detail in response.content.decode()
+    assert Broadcast.objects.count() == 0
+
+
 def test_change_it_goes_back_to_the_form_with_the_values_kept(staff_browser):
     response = staff_browser.post(SEND, {**GREETING, "edit": "1"})
 

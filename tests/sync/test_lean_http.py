@@ -24,6 +24,7 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from sync import ratelimit
+from sync.exceptions import StoreUnavailable
 from sync.http_app import ApiHandler, ApiRouter
 from sync.http_handlers import http_handler_runs
 from sync.models import Broadcast
@@ -414,6 +415,22 @@ async def test_send_is_refused_while_too_many_handler_runs_wait(
     gate.set()
     polled = await call(api_app, "GET", POLL, token=token)
     assert polled.json()["count"] == 1  # the refused message was not stored
+
+
+async def test_a_broadcast_the_store_refuses_answers_503_and_is_not_recorded(
+    api_app, staff, monkeypatch
+):
+    async def unavailable(message):
+        raise StoreUnavailable()
+
+    monkeypatch.setattr(get_realtime_sync().store, "aadd_message", unavailable)
+    token = await token_of(staff)
+    data = {"type": "announcement", "payload": {"text": "hi"}}
+
+    response = await call(api_app, "POST", BROADCAST, token=token, data=data)
+
+    assert_error(response, 503, "store_unavailable")
+    assert await Broadcast.objects.acount() == 0
 
 
 async def test_broadcast_is_recorded(api_app, staff):
