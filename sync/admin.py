@@ -34,8 +34,15 @@ admin.site.register(Monitor, MonitorAdmin)
 class BroadcastAdmin(StaffOnlyAdmin):
     """Read-only history of every broadcast; adding one sends it."""
 
-    list_display = ("type", "topics", "sent_by_username", "source", "created_at")
-    list_filter = ("source", "type", "created_at")
+    list_display = (
+        "type",
+        "topics",
+        "sent_by_username",
+        "source",
+        "published",
+        "created_at",
+    )
+    list_filter = ("source", "published", "type", "created_at")
     search_fields = ("type", "message_id", "sent_by_username")
     date_hierarchy = "created_at"
     readonly_fields = (
@@ -46,6 +53,7 @@ class BroadcastAdmin(StaffOnlyAdmin):
         "sent_by",
         "sent_by_username",
         "source",
+        "published",
         "created_at",
     )
 

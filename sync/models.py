@@ -28,6 +28,13 @@ class Broadcast(models.Model):
     # Kept when the user is deleted, so the history still says who sent it.
     sent_by_username = models.CharField(max_length=150, blank=True)
     source = models.CharField(max_length=16, choices=Source.choices)
+    # False when the store refused it: its sender got an error, and it may
+    # have reached nobody (or, if the store failed after writing, everyone).
+    published = models.BooleanField(
+        default=True,
+        help_text="Unchecked when the message store refused it (its sender "
+        "got an error); it may not have reached anyone.",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sync.worker_threads import in_worker_thread
+
+logger = logging.getLogger(__name__)
 
 
 def record_broadcast(message: dict[str, Any], sent_by: Any, source: str) -> None:
@@ -29,17 +32,25 @@ async def arecord_broadcast(message: dict[str, Any], sent_by: Any, source: str) 
     await in_worker_thread(record_broadcast)(message, sent_by, source)
 
 
-def forget_broadcast(message: dict[str, Any]) -> None:
-    """Remove the record of `message`, which was not published after all.
+def mark_unpublished(message: dict[str, Any]) -> None:
+    """Flag the record of `message`: the store refused it.
 
-    Its sender got an error (the store was out of reach): the history lists
-    what was published, not what was attempted.
+    Kept, not deleted: a store that failed after writing may still deliver
+    it, and every broadcast must stay in the history. A failure here is
+    logged, not raised, so the caller still sees the store's error.
     """
     from sync.models import Broadcast
 
-    Broadcast.objects.filter(message_id=message["id"]).delete()
+    try:
+        Broadcast.objects.filter(message_id=message["id"]).update(published=False)
+    except Exception:
+        logger.warning(
+            "broadcast not flagged unpublished in the history",
+            extra={"message_id": message["id"]},
+            exc_info=True,
+        )
 
 
-async def aforget_broadcast(message: dict[str, Any]) -> None:
-    """Async twin of forget_broadcast."""
-    await in_worker_thread(forget_broadcast)(message)
+async def amark_unpublished(message: dict[str, Any]) -> None:
+    """Async twin of mark_unpublished."""
+    await in_worker_thread(mark_unpublished)(message)

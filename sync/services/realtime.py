@@ -19,9 +19,9 @@ from django.db import transaction
 
 from sync import metrics, validation
 from sync.services.audit import (
-    aforget_broadcast,
+    amark_unpublished,
     arecord_broadcast,
-    forget_broadcast,
+    mark_unpublished,
     record_broadcast,
 )
 from sync.services.connections import MemoryConnectionRegistry
@@ -141,7 +141,7 @@ class RealtimeSync:
 
         With `source` ("api", "admin", "command") the broadcast is recorded in
         the history, in the same transaction that publishes it; if the store
-        refuses it, the record goes too.
+        refuses it, the record says so (``published`` false).
         """
         _refuse_event_loop("broadcast")
         message = self._broadcast_message(type, payload, topics)
@@ -150,7 +150,7 @@ class RealtimeSync:
             return message
         with transaction.atomic():
             record_broadcast(message, sent_by, source)
-            self._deliver_after_commit(message, self._deliver_or_forget)
+            self._deliver_after_commit(message, self._deliver_recorded)
         return message
 
     def get_stats(self) -> dict[str, Any]:
@@ -201,8 +201,8 @@ class RealtimeSync:
         await arecord_broadcast(message, sent_by, source)
         try:
             await self._adeliver(message)
-        except Exception:  # refused; a cancelled request may have published it
-            await aforget_broadcast(message)
+        except Exception:  # refused (a cancelled request may have published it)
+            await amark_unpublished(message)
             raise
         return message
 
@@ -313,12 +313,12 @@ class RealtimeSync:
         else:
             deliver(message)
 
-    def _deliver_or_forget(self, message: dict[str, Any]) -> None:
-        """Deliver a recorded broadcast; unrecord it if the store refuses it."""
+    def _deliver_recorded(self, message: dict[str, Any]) -> None:
+        """Deliver a recorded broadcast; flag its record if the store refuses it."""
         try:
             self._deliver(message)
         except Exception:
-            forget_broadcast(message)
+            mark_unpublished(message)
             raise
 
     def _deliver(self, message: dict[str, Any]) -> StoredMessage:

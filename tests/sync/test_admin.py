@@ -220,7 +220,7 @@ def test_a_bad_type_and_bad_topics_are_shown_on_their_fields(staff_browser):
     assert stored_messages() == 0
 
 
-def test_a_broadcast_the_store_refuses_shows_the_error_and_leaves_no_history(
+def test_a_broadcast_the_store_refuses_shows_the_error_and_is_flagged_unpublished(
     staff_browser, monkeypatch
 ):
     def unavailable(message):
@@ -232,7 +232,10 @@ def test_a_broadcast_the_store_refuses_shows_the_error_and_leaves_no_history(
 
     assert response.status_code == 200
     assert StoreUnavailable.default_detail in response.content.decode()
-    assert Broadcast.objects.count() == 0
+    record = Broadcast.objects.get()
+    assert (record.type, record.published) == ("announcement", False)
+    history = staff_browser.get(HISTORY + "?published__exact=0").content.decode()
+    assert "announcement" in history
 
 
 def test_change_it_goes_back_to_the_form_with_the_values_kept(staff_browser):

@@ -417,7 +417,7 @@ async def test_send_is_refused_while_too_many_handler_runs_wait(
     assert polled.json()["count"] == 1  # the refused message was not stored
 
 
-async def test_a_broadcast_the_store_refuses_answers_503_and_is_not_recorded(
+async def test_a_broadcast_the_store_refuses_answers_503_and_is_flagged_unpublished(
     api_app, staff, monkeypatch
 ):
     async def unavailable(message):
@@ -430,7 +430,33 @@ async def test_a_broadcast_the_store_refuses_answers_503_and_is_not_recorded(
     response = await call(api_app, "POST", BROADCAST, token=token, data=data)
 
     assert_error(response, 503, "store_unavailable")
-    assert await Broadcast.objects.acount() == 0
+    record = await Broadcast.objects.aget()
+    assert (record.type, record.published) == ("announcement", False)
+
+
+async def test_a_broadcast_stored_before_the_store_failed_stays_in_the_history(
+    api_app, staff, user, monkeypatch
+):
+    # Redis may write the message and then fail to answer: it is delivered,
+    # and every delivered broadcast must be in the history.
+    store = get_realtime_sync().store
+    add_message = store.aadd_message
+
+    async def stored_then_unavailable(message):
+        await add_message(message)
+        raise StoreUnavailable()
+
+    monkeypatch.setattr(store, "aadd_message", stored_then_unavailable)
+    data = {"type": "announcement", "payload": {"text": "hi"}}
+
+    response = await call(
+        api_app, "POST", BROADCAST, token=await token_of(staff), data=data
+    )
+    polled = await call(api_app, "GET", POLL, token=await token_of(user))
+
+    assert_error(response, 503, "store_unavailable")
+    assert [m["type"] for m in polled.json()["messages"]] == ["announcement"]
+    assert await Broadcast.objects.filter(type="announcement").aexists()
 
 
 async def test_broadcast_is_recorded(api_app, staff):

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from sync import exceptions
 from sync.models import Broadcast
@@ -145,6 +145,28 @@ def test_broadcast_is_recorded_only_when_a_person_sent_it(staff):
         "carol",
         "api",
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_broadcast_raises_the_store_error_even_if_it_cannot_be_flagged(
+    staff, monkeypatch, caplog
+):
+    sync = get_realtime_sync()
+
+    def unavailable(message):
+        raise exceptions.StoreUnavailable()
+
+    def database_down(*args, **kwargs):
+        raise DatabaseError("database is locked")
+
+    monkeypatch.setattr(sync.store, "add_message", unavailable)
+    monkeypatch.setattr(Broadcast.objects, "filter", database_down)
+
+    with pytest.raises(exceptions.StoreUnavailable):
+        sync.broadcast("announcement", {}, sent_by=staff, source="command")
+
+    assert "broadcast not flagged unpublished" in caplog.text
+    assert Broadcast.objects.get().published  # recorded; the flag was lost
 
 
 async def test_sync_calls_refuse_to_run_inside_an_event_loop():
