@@ -15,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_str
 from sync.conf import DEFAULTS as SYNC_DEFAULTS
-from sync.logging import LEVELS, server_loggers
+from sync.logging import WITHOUT_HANDSHAKES, log_level, server_loggers
 from sync.rates import parse_rate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -300,17 +300,16 @@ if PROMETHEUS_MULTIPROC_DIR and not os.path.isdir(PROMETHEUS_MULTIPROC_DIR):
 LOG_FORMAT = env_str("LOG_FORMAT", "json" if PRODUCTION else "text")
 if LOG_FORMAT not in {"json", "text"}:
     raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, got {LOG_FORMAT!r}.")
-LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
-if LOG_LEVEL not in LEVELS:
-    raise ImproperlyConfigured(
-        f"LOG_LEVEL must be one of {', '.join(LEVELS)}, got {LOG_LEVEL!r}."
-    )
+try:
+    LOG_LEVEL = log_level(env_str("LOG_LEVEL", "INFO"))
+except ValueError as error:
+    raise ImproperlyConfigured(str(error)) from None
 # One line per HTTP request and WebSocket handshake, from the ASGI server.
 ACCESS_LOG = env_bool("ACCESS_LOG", True)
 # Loggers that would write payloads, tokens or SQL parameters at DEBUG (the
 # WebSocket library logs frames, through uvicorn.error under uvicorn;
-# Django's backend logs queries with their values): held at INFO whatever
-# LOG_LEVEL says.
+# Django's backend logs queries with their values): never below INFO,
+# whatever LOG_LEVEL says.
 NEVER_DEBUG = (
     "websockets",
     "uvicorn.error",
@@ -324,6 +323,7 @@ LOGGING = {
         "text": {"()": "sync.logging.StructuredFormatter"},
         "json": {"()": "sync.logging.JsonFormatter"},
     },
+    "filters": {WITHOUT_HANDSHAKES: {"()": "sync.logging.WithoutHandshakeLines"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
     },

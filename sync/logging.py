@@ -132,8 +132,31 @@ def _iso_time(created: float) -> str:
 
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-# Access loggers: uvicorn's own, and daphne's once it goes through LogStream.
-ACCESS_LOGGERS = ("uvicorn.access", "daphne.access")
+# Other names Python's logging accepts for two of them.
+LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
+# A logger entry that writes nothing.
+SILENT = {"handlers": [], "level": "WARNING", "propagate": False}
+# The LOGGING filter name of WithoutHandshakeLines.
+WITHOUT_HANDSHAKES = "without_handshake_lines"
+
+
+def log_level(name: str) -> str:
+    """The canonical level for LOG_LEVEL `name`; ValueError if unknown."""
+    level = LEVEL_ALIASES.get(name.upper(), name.upper())
+    if level not in LEVELS:
+        raise ValueError(f"LOG_LEVEL must be one of {', '.join(LEVELS)}, got {name!r}.")
+    return level
+
+
+class WithoutHandshakeLines(logging.Filter):
+    """Drop uvicorn's line per WebSocket handshake (``"WebSocket /ws" …``).
+
+    uvicorn writes it through ``uvicorn.error``, not its access logger, so
+    turning the access log off would otherwise leave one line per socket.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith('%s - "WebSocket %s"')
 
 
 def server_loggers(level: str, access_log: bool, never_debug=()) -> dict[str, dict]:
@@ -143,28 +166,33 @@ def server_loggers(level: str, access_log: bool, never_debug=()) -> dict[str, di
     entries would undo ``--no-access-log`` and ``--log-level``. Here an access
     log that uvicorn silenced stays silent, and a level that uvicorn set stays
     when it is stricter than ours. ``access_log=False`` (``ACCESS_LOG=false``)
-    silences both servers' access logs: on a busy server, a line per request
-    is a sixth of a long poll's answer.
+    silences both servers' access logs and uvicorn's handshake lines: on a
+    busy server, a line per request is a sixth of a long poll's answer. The
+    `never_debug` loggers log at INFO at most verbose.
     """
     uvicorn_access = logging.getLogger("uvicorn.access")
     uvicorn_silenced = not uvicorn_access.handlers and not uvicorn_access.propagate
+    quiet = not access_log or uvicorn_silenced
     entries = {
         "uvicorn": {"handlers": ["console"], "level": level, "propagate": False},
-        **{name: {"level": _stricter(name, "INFO")} for name in never_debug},
+        **{name: {"level": _stricter(name, level, "INFO")} for name in never_debug},
     }
-    for name in ACCESS_LOGGERS:
-        if not access_log or (name == "uvicorn.access" and uvicorn_silenced):
-            entries[name] = {"handlers": [], "level": "WARNING", "propagate": False}
-        elif name == "uvicorn.access":
-            entries[name] = {
-                "handlers": ["console"],
-                "level": _stricter(name, level),
-                "propagate": False,
-            }
+    if quiet:
+        entries.setdefault("uvicorn.error", {})["filters"] = [WITHOUT_HANDSHAKES]
+    if quiet:
+        entries["uvicorn.access"] = SILENT
+    else:
+        entries["uvicorn.access"] = {
+            "handlers": ["console"],
+            "level": _stricter("uvicorn.access", level),
+            "propagate": False,
+        }
+    if not access_log:  # daphne's goes through LogStream, see daphne_compat
+        entries["daphne.access"] = SILENT
     return entries
 
 
-def _stricter(name: str, level: str) -> str:
-    """`level`, or the level logger `name` already has if that is higher."""
+def _stricter(name: str, *levels: str) -> str:
+    """The highest of `levels` and the level logger `name` already has."""
     current = logging.getLogger(name).level
-    return logging.getLevelName(max(logging.getLevelName(level), current))
+    return logging.getLevelName(max(current, *map(logging.getLevelName, levels)))

@@ -43,7 +43,16 @@ print(json.dumps({
 """
 CONFIG_PREFIXES = ("SYNC_", "DJANGO_", "DATABASE_")
 CONFIG_NAMES = frozenset(
-    {"ALLOWED_HOSTS", "DEBUG", "REDIS_URL", "SECRET_KEY", "LOG_LEVEL", "NUM_PROXIES"}
+    {
+        "ACCESS_LOG",
+        "ALLOWED_HOSTS",
+        "DEBUG",
+        "LOG_FORMAT",
+        "LOG_LEVEL",
+        "NUM_PROXIES",
+        "REDIS_URL",
+        "SECRET_KEY",
+    }
 )
 DEVELOPMENT_SECRET_KEY = "django-insecure-realtime-sync-development-key"
 # SPEC §1: the documented defaults of the SYNC dict.

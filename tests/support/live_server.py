@@ -52,6 +52,7 @@ CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 CONFIG_PREFIXES = ("SYNC_", "DJANGO_", "DATABASE_")
 CONFIG_NAMES = frozenset(
     {
+        "ACCESS_LOG",
         "ALLOWED_HOSTS",
         "CSRF_TRUSTED_ORIGINS",
         "DEBUG",

@@ -29,6 +29,11 @@ try:
     1 / 0
 except ZeroDivisionError:
     logging.getLogger("sync.services.hub").exception("delivery to one socket failed")
+logging.getLogger("daphne.access").info("127.0.0.1:6 - - GET /api/sync/poll 200")
+logging.getLogger("uvicorn.error").info(
+    '%s - "WebSocket %s" [accepted]', "127.0.0.1:7", "/ws?token=secret-key"
+)
+logging.getLogger("uvicorn.error").info("Application startup complete.")
 for name in ("websockets.server", "uvicorn.error", "django.db.backends",
              "daphne.ws_protocol"):
     print(name, logging.getLogger(name).getEffectiveLevel(), file=sys.stdout)
@@ -135,33 +140,53 @@ def test_an_unknown_log_format_refuses_to_start():
 
 
 def access_lines(lines: list[str]) -> list[str]:
-    return [line for line in lines if "uvicorn.access" in line]
+    """Access log lines: uvicorn's and daphne's, and uvicorn's handshakes."""
+    markers = ("uvicorn.access", "daphne.access", '"WebSocket /ws')
+    return [line for line in lines if any(marker in line for marker in markers)]
 
 
 def test_the_access_log_is_on_by_default_and_access_log_false_turns_it_off():
     on, _ = logged_lines()
     off, _ = logged_lines(ACCESS_LOG="false")
 
-    assert len(access_lines(on)) == 1
+    assert len(access_lines(on)) == 3
     assert access_lines(off) == []
     assert any("websocket connected" in line for line in off)
+    assert any("Application startup complete." in line for line in off)
 
 
-def test_uvicorn_no_access_log_and_log_level_outlast_django_logging_setup():
+@pytest.mark.parametrize(
+    "options",
+    ["access_log=False", "log_level='warning'"],
+    ids=["--no-access-log", "--log-level warning"],
+)
+def test_uvicorns_command_line_outlasts_django_logging_setup(options):
     # Django configures logging after uvicorn applied its command line.
     default, _ = logged_lines(UVICORN_LOGGING.format(options=""))
-    quiet, levels = logged_lines(
-        UVICORN_LOGGING.format(options="access_log=False, log_level='warning'")
-    )
-    warning_only, _ = logged_lines(
-        UVICORN_LOGGING.format(options="log_level='warning'")
-    )
+    quiet, _ = logged_lines(UVICORN_LOGGING.format(options=options))
 
-    assert len(access_lines(default)) == 1
-    assert access_lines(quiet) == []
-    assert access_lines(warning_only) == []
-    assert levels["uvicorn.error"] == logging.WARNING
+    def uvicorns(lines: list[str]) -> list[str]:
+        return [line for line in access_lines(lines) if "daphne" not in line]
+
+    assert len(uvicorns(default)) == 2
+    assert uvicorns(quiet) == []
+    startup = [line for line in quiet if "Application startup complete." in line]
+    assert len(startup) == (1 if options == "access_log=False" else 0)
     assert any("websocket connected" in line for line in quiet)
+
+
+def test_log_level_above_info_quiets_the_servers_lines_too():
+    lines, levels = logged_lines(LOG_LEVEL="WARNING")
+
+    assert [line for line in lines if " INFO " in line] == []
+    assert levels["uvicorn.error"] == logging.WARNING
+    assert any("delivery to one socket failed" in line for line in lines)
+
+
+def test_log_level_takes_pythons_other_level_names():
+    _, levels = logged_lines(LOG_LEVEL="warn")
+
+    assert levels["uvicorn.error"] == logging.WARNING
 
 
 def test_an_unknown_log_level_refuses_to_start():
