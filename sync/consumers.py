@@ -175,7 +175,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         self.last_seen = asyncio.get_running_loop().time()
         self.credentials = (user.pk, self.auth_token)
         self.held: list[EncodedMessage] = []
-        self.held_overflow = False
+        self.read_again = False  # the fill under way must read the store once more
         self.fill_task: asyncio.Task | None = None
         await self._join([user_group(user.pk)])
         self.sync.connections.subscribed(self.connection_id, len(topics))
@@ -402,7 +402,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         if len(self.held) < MAX_HELD_MESSAGES:
             self.held.append(message)
         else:
-            self.held_overflow = True  # the next store read brings them
+            self.read_again = True  # the next store read brings them
 
     async def _settle(self, read_first: bool = True) -> None:
         """Read the store, then take the messages held meanwhile; until in step.
@@ -420,7 +420,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
                         await self._unavailable(error)
                         return
                 held, self.held = self.held, []
-                must_read, self.held_overflow = self.held_overflow, False
+                must_read, self.read_again = self.read_again, False
                 sent = 0
                 for message in held:
                     if self.closed:
@@ -575,7 +575,12 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
 
     async def catch_up_if_behind(self) -> None:
         """Deliver a message whose live copy was the last one and got lost."""
-        if not self.closed and not self.filling and await self.stream.is_behind():
+        if self.closed:
+            return
+        if self.filling:
+            # The read under way may predate what was lost: one more after it.
+            self.read_again = True
+        elif await self.stream.is_behind():
             await self._catch_up()
 
     # Helpers -------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 
 from sync.services import get_realtime_sync
 from sync.services.hub import DeliveryHub
+from sync.services.streams import ReaderStream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -120,4 +121,38 @@ async def test_messages_out_of_order_arrive_in_order_and_once(
         await sync.apublish("data.updated", {"n": n}, user.pk)
 
     assert await receive_numbers(ws, 5) == [0, 1, 2, 3, 4]
+    assert await ws.receive_nothing(0.2)
+
+
+async def test_a_catch_up_asked_during_a_store_read_reads_again(
+    dropping_layer, ws_connect, user, monkeypatch
+):
+    # The Redis subscription comes back (the hub asks every socket to catch
+    # up) while a socket's store read is under way: that read may predate
+    # what was lost meanwhile, so the socket must read once more, at once,
+    # not at its next heartbeat (30 s).
+    ws, _ = await ws_connect(user)
+    sync = get_realtime_sync()
+    read_taken, release = asyncio.Event(), asyncio.Event()
+    read_missed = ReaderStream.read_missed
+
+    async def slow_read_missed(stream):
+        answer = await read_missed(stream)  # the store's state now
+        read_taken.set()
+        await release.wait()
+        return answer
+
+    monkeypatch.setattr(ReaderStream, "read_missed", slow_read_missed)
+    dropping_layer.drop = {1, 3}
+    await sync.apublish("data.updated", {"n": 0}, user.pk)
+    await sync.apublish("data.updated", {"n": 1}, user.pk)  # lost live
+    await sync.apublish("data.updated", {"n": 2}, user.pk)  # a gap: a read starts
+    await asyncio.wait_for(read_taken.wait(), 2)
+    await sync.apublish("data.updated", {"n": 3}, user.pk)  # lost, after the read
+    dropping_layer.catch_up_all()
+    await asyncio.sleep(0)
+    monkeypatch.setattr(ReaderStream, "read_missed", read_missed)
+    release.set()
+
+    assert await receive_numbers(ws, 4) == [0, 1, 2, 3]
     assert await ws.receive_nothing(0.2)
