@@ -45,7 +45,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from tests.support.live_server import HOST, LiveServer
 
@@ -350,6 +350,7 @@ class Tab:
     last_serials: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     anomalies: list[str] = field(default_factory=list)
     unanswered: list[tuple[float, str]] = field(default_factory=list)
+    refused_handshakes: list[tuple[float, int]] = field(default_factory=list)
     close_codes: Counter = field(default_factory=Counter)
     transports_used: Counter = field(default_factory=Counter)
     ports_used: Counter = field(default_factory=Counter)  # requests, connections
@@ -443,6 +444,7 @@ async def open_websocket(tab: Tab, server) -> ClientConnection | None:
     if tab.topics:
         params["topics"] = ",".join(sorted(tab.topics))
     url = f"{server.ws_url}?{urlencode(params)}"
+    tried_at = time.monotonic()
     try:
         connection = await connect(
             url,
@@ -453,6 +455,9 @@ async def open_websocket(tab: Tab, server) -> ClientConnection | None:
             close_timeout=1,
             max_queue=None,
         )
+    except InvalidStatus as refusal:  # an HTTP answer instead of the upgrade
+        tab.refused_handshakes.append((tried_at, refusal.response.status_code))
+        return None
     except (OSError, WebSocketException, TimeoutError, EOFError):
         return None  # down or shutting down: nothing was read, retry
     try:
@@ -749,18 +754,30 @@ class SoakReport:
     def cut_at_shutdown(self, sent_at: float, outcome: str) -> bool:
         """A reset with no answer, sent while a server was stopping."""
         reset = any(name in outcome for name in RESET_ERRORS)
-        return reset and any(
-            r.signalled_at <= sent_at <= r.exited_at for r in self.restarts
-        )
+        return reset and self.while_stopping(sent_at)
+
+    def while_stopping(self, moment: float) -> bool:
+        """Whether a server was stopping (SIGTERM sent, not yet gone) then."""
+        return any(r.signalled_at <= moment <= r.exited_at for r in self.restarts)
 
     @property
     def anomalies(self) -> list[str]:
         """Unexpected answers: error frames, odd statuses, a failed exit, ids."""
         found = [line for r in self.tabs for line in r.tab.anomalies]
+        # A 503 is a store out of reach (or a server stopping): only the
+        # latter is part of the run.
         found += [
-            f"publisher #{p.serial}: {p.outcome}"
+            f"publisher #{p.serial}: {p.outcome}, "
+            f"sent {self.timeline.around_restart(p.sent_at)}"
             for p in self.publications
-            if p.outcome.startswith("rejected") and p.outcome != "rejected 503"
+            if p.outcome.startswith("rejected")
+            and not (p.outcome == "rejected 503" and self.while_stopping(p.sent_at))
+        ]
+        found += [
+            f"{r.tab.name}: handshake answered {status} at {self.timeline.at(at)}"
+            for r in self.tabs
+            for at, status in r.tab.refused_handshakes
+            if not (status == 503 and self.while_stopping(at))
         ]
         found += [
             f"the server exited with {r.exit_status} on SIGTERM"
