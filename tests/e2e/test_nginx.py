@@ -104,10 +104,33 @@ async def messages(connection, count: int) -> list[dict]:
     return found
 
 
+def local_sockets(server: LiveServer) -> float:
+    """The sockets open on `server` itself (its sync_connections gauge)."""
+    response = server.request("GET", "/metrics", user="carol")
+    assert response.status == 200, response.body
+    for line in response.body.decode().splitlines():
+        if line.startswith("sync_connections "):
+            return float(line.split()[1])
+    raise AssertionError("no sync_connections in /metrics")
+
+
+async def counted_through(front: LiveServer, sockets: int) -> list[int]:
+    """The connections status reports through nginx, asked 4 times (nginx
+    takes turns, so both instances answer) once it reports `sockets`."""
+    async with asyncio.timeout(6):  # each instance reports every 2 s
+        while True:
+            status = await asyncio.to_thread(front.status)
+            if status["websocket"]["connections"] == sockets:
+                break
+            await asyncio.sleep(0.2)
+    answers = [await asyncio.to_thread(front.status) for _ in range(4)]
+    return [answer["websocket"]["connections"] for answer in answers]
+
+
 async def test_sockets_and_senders_spread_over_both_instances_see_everything(
     behind_nginx,
 ):
-    a, _, port = behind_nginx
+    a, b, port = behind_nginx
     front = through(a, port)
     async with (
         connect(front.websocket_url("alice")) as first,
@@ -115,6 +138,9 @@ async def test_sockets_and_senders_spread_over_both_instances_see_everything(
     ):
         for socket in (first, second):  # the position is fixed once established
             assert json.loads(await socket.recv())["type"] == "connection.established"
+        # nginx put one socket on each instance; either counts both.
+        assert (local_sockets(a), local_sockets(b)) == (1, 1)
+        assert await counted_through(front, 2) == [2, 2, 2, 2]
         sent = [
             (await asyncio.to_thread(front.send, "alice", "chat.message", {"n": n}))[
                 "messageId"
