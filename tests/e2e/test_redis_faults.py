@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -394,3 +396,59 @@ async def send_when_back(server: LiveServer) -> dict:
         assert answer.status == 503, answer.body
         assert time.monotonic() < deadline, "the service did not recover"
         await asyncio.sleep(0.2)
+
+
+# A flood while Redis is down: rounds of refused requests and sockets.
+FLOOD_ROUNDS = 4
+FLOOD_REQUESTS = 400  # per round, over FLOOD_THREADS connections at a time
+FLOOD_THREADS = 8
+FLOOD_SOCKETS = 20  # per round, at once
+# Resident memory after the first round (which warms caches and pools): a
+# leak grows it every round, where the allocator's steps come and go. A leak
+# of 5 KiB per refused request or socket adds 2 MiB a round.
+FLOOD_LEAST_ROUND_GROWTH_BYTES = 2 * 1024 * 1024
+FLOOD_TOTAL_GROWTH_BYTES = 12 * 1024 * 1024
+FLOOD_CALLS = [
+    ("GET", "/api/sync/poll?since=0", None),
+    ("GET", "/api/sync/status", None),
+    ("POST", "/api/sync/send", {"type": SEND_TYPE, "payload": {"flood": True}}),
+]
+
+
+def refused_requests(server: LiveServer) -> set[int]:
+    """FLOOD_REQUESTS requests of every kind; the statuses they got."""
+
+    def call(n: int) -> int:
+        method, path, data = FLOOD_CALLS[n % len(FLOOD_CALLS)]
+        return server.request(method, path, user=USER, data=data).status
+
+    with ThreadPoolExecutor(FLOOD_THREADS) as pool:
+        return set(pool.map(call, range(FLOOD_REQUESTS)))
+
+
+async def test_memory_stays_bounded_under_a_flood_while_redis_is_down(
+    redis_fault_server,
+):
+    redis_server, server = redis_fault_server(persistent=True)
+    await asyncio.to_thread(redis_server.crash)
+    rss, statuses, codes = [], set(), set()
+    for _ in range(FLOOD_ROUNDS):
+        statuses |= await asyncio.to_thread(refused_requests, server)
+        refusals = await asyncio.gather(
+            *(refused_socket(server) for _ in range(FLOOD_SOCKETS))
+        )
+        codes |= {code for _, code in refusals}
+        rss.append(server.rss_bytes())
+    await asyncio.to_thread(redis_server.start)
+    await wait_until(
+        lambda: server.request("GET", "/api/sync/status", user=USER).status == 200,
+        RECOVERY_TIMEOUT,
+    )
+
+    assert (statuses, codes) == ({503}, {1011})
+    growth = [later - earlier for earlier, later in itertools.pairwise(rss)]
+    kibibytes = [g // 1024 for g in growth]
+    assert min(growth) < FLOOD_LEAST_ROUND_GROWTH_BYTES, kibibytes
+    assert rss[-1] - rss[0] < FLOOD_TOTAL_GROWTH_BYTES, kibibytes
+    assert server.process.poll() is None
+    assert server.send(USER, SEND_TYPE, {"after": "the flood"})["success"]
