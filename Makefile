@@ -43,8 +43,10 @@ bench: venv
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # A longer soak than make test's: tabs dropping and resuming, a restart.
+# INSTANCES=2: two instances on the Redis at REDIS_URL.
+INSTANCES ?= 1
 soak: venv
-	$(BIN)/python -m bench.soak --seconds 120
+	$(BIN)/python -m bench.soak --seconds 120 --instances $(INSTANCES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

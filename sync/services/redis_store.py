@@ -17,8 +17,9 @@ Long polls wake without polling: every append publishes its queue's name
 on one pub/sub channel, and each store object holds one subscription (a
 thread, started by the first long poll) that wakes the matching local
 waiters, whichever instance appended. A (re)subscription wakes every waiter
-once, to re-check what was published while it was not listening. Live
-WebSocket delivery across instances is not wired to it yet.
+once, to re-check what was published while it was not listening. The same
+subscription hands other instances' messages to the local delivery hub
+(`deliver_remote_to`), for live WebSocket delivery.
 """
 
 from __future__ import annotations
