@@ -167,7 +167,7 @@ def server_loggers(level: str, access_log: bool, never_debug=()) -> dict[str, di
     log that uvicorn silenced stays silent, and a level that uvicorn set stays
     when it is stricter than ours. ``access_log=False`` (``ACCESS_LOG=false``)
     silences both servers' access logs and uvicorn's handshake lines: on a
-    busy server, a line per request is a sixth of a long poll's answer. The
+    busy server, a line per request made long polls a third slower. The
     `never_debug` loggers log at INFO at most verbose.
     """
     uvicorn_access = logging.getLogger("uvicorn.access")
@@ -179,7 +179,6 @@ def server_loggers(level: str, access_log: bool, never_debug=()) -> dict[str, di
     }
     if quiet:
         entries.setdefault("uvicorn.error", {})["filters"] = [WITHOUT_HANDSHAKES]
-    if quiet:
         entries["uvicorn.access"] = SILENT
     else:
         entries["uvicorn.access"] = {
