@@ -186,9 +186,14 @@ class CsrfFailed(SyncError):
 
 
 class ServiceUnavailable(SyncError):
-    """A backing service (the message store) cannot be reached."""
+    """A backing service (the message store) cannot be reached.
+
+    Answered with ``Retry-After`` (DRF's handler sends ``wait``), so clients
+    back off instead of retrying at once against a store that is away.
+    """
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    wait = 2  # seconds, in Retry-After
     default_code = "service_unavailable"
     default_detail = "The message store is unavailable; try again shortly."
 

@@ -146,8 +146,13 @@ def validate_topics(value: Any) -> tuple[str, ...]:
     """Check a list of topic names; duplicates collapse, order is kept."""
     if value is None:
         return ()
-    if not isinstance(value, list | tuple) or len(value) > MAX_TOPICS:
-        raise exceptions.InvalidTopics(details={"field": "topics", "max": MAX_TOPICS})
+    if not isinstance(value, list | tuple):
+        raise exceptions.InvalidTopics(details={"field": "topics"})
+    if len(value) > MAX_TOPICS:
+        raise exceptions.InvalidTopics(
+            f"At most {MAX_TOPICS} topics.",
+            details={"field": "topics", "max": MAX_TOPICS},
+        )
     for topic in value:
         if not isinstance(topic, str) or not TOPIC_PATTERN.fullmatch(topic):
             raise exceptions.InvalidTopics(details={"field": "topics"})

@@ -102,3 +102,5 @@ async def _wait(
             arrival.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await arrival
+    if not arrival.cancelled():
+        arrival.result()  # the store failed while waiting: answer that now (503)

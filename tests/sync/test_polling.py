@@ -8,6 +8,7 @@ import pytest
 from django.test import AsyncClient
 from rest_framework.authtoken.models import Token
 
+from sync.exceptions import StoreUnavailable
 from sync.services import get_realtime_sync, lifecycle
 from sync.services.polling import waiting_polls
 
@@ -81,3 +82,20 @@ async def test_shutdown_answers_waiting_long_polls_at_once(user):
 
     assert answer.status_code == 200
     assert answer.json()["messages"] == []
+
+
+async def test_a_store_failing_under_a_waiting_long_poll_answers_503_at_once(
+    user, monkeypatch
+):
+    async def unavailable(user_id, position, timeout):
+        await asyncio.sleep(0.05)
+        raise StoreUnavailable()
+
+    monkeypatch.setattr(get_realtime_sync().store, "wait_for_messages", unavailable)
+    alice = await client_for(user)
+
+    answer = await asyncio.wait_for(alice.get("/api/sync/poll", {"wait": "20"}), 2)
+
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "store_unavailable"
+    assert answer.headers["Retry-After"] == "2"

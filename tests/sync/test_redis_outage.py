@@ -49,6 +49,19 @@ def test_an_unreachable_rate_limit_cache_answers_503(
 
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "store_unavailable"
+    assert response["Retry-After"] == "2"
+
+
+def test_metrics_are_served_while_the_rate_limit_cache_is_unreachable(
+    anon_client, unreachable_redis_cache, sync_config
+):
+    # Each process's own figures need no Redis; an outage is when they matter.
+    sync_config(METRICS_ALLOW=["127.0.0.1"])
+
+    response = anon_client.get("/metrics", REMOTE_ADDR="127.0.0.1")
+
+    assert response.status_code == 200
+    assert b"sync_connections" in response.content
 
 
 async def test_a_socket_outlives_a_channel_layer_read_that_fails(monkeypatch):

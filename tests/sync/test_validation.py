@@ -330,6 +330,14 @@ def test_64_topics_are_accepted():
     assert validate_topics(topics) == tuple(topics)
 
 
+def test_65_topics_are_refused_saying_how_many_are_allowed():
+    with pytest.raises(exceptions.InvalidTopics) as caught:
+        validate_topics([f"topic{n}" for n in range(65)])
+
+    assert str(caught.value.detail) == "At most 64 topics."
+    assert caught.value.details == {"field": "topics", "max": 64}
+
+
 def test_topic_with_trailing_newline_is_invalid_topics():
     with rejected(exceptions.InvalidTopics, "invalid_topics"):
         validate_topics(["ops\n"])
