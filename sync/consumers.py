@@ -485,6 +485,8 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_THROTTLED)
             return
         if count > limit:
+            if count == limit + 1:  # once per window: a flood is not a log flood
+                self._log_refused("throttled")
             correlation = frames.correlation_of(_parse_leniently(text_data))
             await self.send_frame(
                 frames.error(
@@ -499,16 +501,19 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             frame = loads_strict(text_data)
             await self._handle_frame(validate_frame(frame))
         except SyncError as error:
-            logger.info(
-                "frame refused",
-                extra={
-                    "connection_id": self.connection_id,
-                    "user_id": self._user_id(),
-                    "code": error.code,
-                },
-            )
+            self._log_refused(error.code)
             correlation = frames.correlation_of(frame)
             await self.send_frame(frames.error(error.code, error.message, correlation))
+
+    def _log_refused(self, code: str) -> None:
+        logger.info(
+            "frame refused",
+            extra={
+                "connection_id": self.connection_id,
+                "user_id": self._user_id(),
+                "code": code,
+            },
+        )
 
     async def _handle_frame(self, frame: dict[str, Any]) -> None:
         correlation = frames.correlation_of(frame)

@@ -243,6 +243,23 @@ async def test_a_socket_logs_its_opening_refused_frames_and_close_without_payloa
     assert all(MARKER not in repr(vars(entry)) for entry in caplog.records)
 
 
+async def test_a_frame_flood_is_logged_once_per_window(
+    ws_connect, user, caplog, sync_config
+):
+    caplog.set_level(logging.INFO)
+    sync_config(WS_RATE_LIMIT="3/10s")
+    ws, _ = await ws_connect(user)
+
+    for _ in range(5):  # 3 allowed, then 2 refused (6 would close 4429)
+        await ws.send_json_to({"type": "ping"})
+    replies = [await ws.receive_json_from(2) for _ in range(5)]
+
+    throttled = [r for r in replies if r.get("payload", {}).get("code") == "throttled"]
+    assert len(throttled) == 2
+    refusals = with_extras(caplog, "frame refused")
+    assert [entry.code for entry in refusals] == ["throttled"]
+
+
 async def test_refused_sockets_are_logged_with_their_close_code(
     ws_connect, user, caplog, sync_config
 ):
