@@ -20,6 +20,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from sync.asgi_limits import RequestBodyLimit  # noqa: E402
 from sync.daphne_compat import patch_daphne  # noqa: E402
+from sync.gc_tuning import tune_garbage_collector  # noqa: E402
 from sync.http_app import ApiRouter  # noqa: E402
 from sync.middleware import OriginCheck, TokenAuthMiddleware, WebsocketSwitch  # noqa: E402
 from sync.routing import websocket_urlpatterns  # noqa: E402
@@ -42,3 +43,6 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# Everything start-up builds exists now: see sync.gc_tuning.
+tune_garbage_collector()
