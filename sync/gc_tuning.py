@@ -8,8 +8,8 @@ refer to. With 5,000 idle sockets (``make bench`` case 5, uvicorn) the
 collector took about 40% of the idle CPU. Collecting the youngest generation
 every 20,000 allocations instead, with start-up's objects frozen (Django's
 modules, URL patterns and models: nothing frees them), took idle CPU from
-19.5-20.3% to 13.0-13.9% of a core; fan-out and long polls did not move
-beyond their noise. The cost is garbage that waits a little longer: at most
+19.5-20.3% to 10.1-12.7% of a core (three runs); fan-out and long polls did
+not move beyond their noise. The cost is garbage that waits a little longer: at most
 20,000 young objects, a few megabytes.
 """
 
