@@ -254,6 +254,13 @@ SYNC = {
     "POLL_MAX_WAIT": env_int(
         "SYNC_POLL_MAX_WAIT", SYNC_DEFAULTS["POLL_MAX_WAIT"], minimum=0
     ),
+    "MAX_PAYLOAD_NODES": env_int(
+        "SYNC_MAX_PAYLOAD_NODES", SYNC_DEFAULTS["MAX_PAYLOAD_NODES"], minimum=1
+    ),
+    # At least one whole message fits in a poll answer, whatever its size.
+    "POLL_MAX_BYTES": env_int(
+        "SYNC_POLL_MAX_BYTES", SYNC_DEFAULTS["POLL_MAX_BYTES"], minimum=65536
+    ),
     "WS_RATE_LIMIT": _rate("SYNC_WS_RATE_LIMIT", SYNC_DEFAULTS["WS_RATE_LIMIT"]),
     "WEBSOCKET_ENABLED": env_bool(
         "SYNC_WEBSOCKET_ENABLED", SYNC_DEFAULTS["WEBSOCKET_ENABLED"]

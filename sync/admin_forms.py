@@ -58,7 +58,8 @@ class BroadcastForm(forms.Form):
 
     def clean_payload(self) -> dict[str, Any]:
         value = _parse_json(self.cleaned_data["payload"])
-        return _checked(validation.validate_payload, value)
+        _checked(validation.validate_payload, value, parsed=True)
+        return value
 
     def clean_topics(self) -> tuple[str, ...]:
         return _checked(validation.parse_topic_list, self.cleaned_data["topics"])

@@ -25,8 +25,16 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT": "1000/15m",
     # Serialized size limit of a message payload, in bytes.
     "MAX_PAYLOAD_BYTES": 65536,
+    # JSON values a payload may hold in all (objects, arrays and scalars at
+    # any depth); one more is refused with 400 payload_too_complex, so a
+    # payload of any shape costs at most a few milliseconds to accept.
+    "MAX_PAYLOAD_NODES": 10_000,
     # Longest a long poll (`wait=`) is held open, in seconds.
     "POLL_MAX_WAIT": 30,
+    # Bytes of messages one poll answer holds at most (always at least one
+    # message); past it the answer says hasMore. WebSocket replays are read
+    # in pages of at most this size too.
+    "POLL_MAX_BYTES": 1_048_576,
     # Frames each WebSocket connection may send per window.
     "WS_RATE_LIMIT": "100/10s",
     # False serves no WebSocket at all (to exercise the polling fallback).

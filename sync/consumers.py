@@ -51,6 +51,7 @@ from sync.services.cursors import decode_cursor
 from sync.services.groups import cross_process_layer, user_group
 from sync.services.handlers import HandlerQueue
 from sync.services.hub import EncodedMessage
+from sync.services.paging import ReadResult
 from sync.services.redis_store import REDIS_DOWN
 from sync.services.streams import ReaderStream, Verdict
 from sync.topic_access import aauthorize_topics
@@ -196,9 +197,13 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         )
 
     async def _replay(self, head, resumed: bool) -> None:
-        """Send connection.established, then every message missed since `cursor`."""
-        missed, gap = await self.stream.read_missed() if resumed else ([], False)
-        recovered = (not gap) if resumed else None
+        """Send connection.established, then every message missed since `cursor`.
+
+        The first page says whether the history still reaches back; the
+        rest follow page by page (see _send_pages).
+        """
+        first = await self.stream.read_page(_page_bytes()) if resumed else None
+        recovered = None if first is None else not first.gap
         await self.send_frame(
             frames.established(
                 self.connection_id,
@@ -208,9 +213,31 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
                 recovered,
             )
         )
-        for message in missed:
-            await self.send_frame(message)
-        metrics.count(metrics.DELIVERED_WEBSOCKET, len(missed))
+        if first is not None and await self._send_pages(first):
+            self._lost_messages()
+
+    async def _send_pages(self, page: ReadResult) -> bool:
+        """Send `page` and the pages after it; True if a later one had a gap.
+
+        Each page is read only once the client has taken most of the one
+        before, so a replay of any length holds at most two pages in memory,
+        and it stops as soon as the socket closes (or its client stops
+        reading: 4413), instead of encoding what nobody will read.
+        """
+        lost = False
+        page_bytes = _page_bytes()
+        while True:
+            for entry, after in page.picked:
+                text = entry.text_for(after.encode()).decode()
+                self._send_text(text, entry.text_size)
+            metrics.count(metrics.DELIVERED_WEBSOCKET, page.count)
+            if not page.has_more or self.closed:
+                return lost
+            if not await self.outbox.wait_for_room(page_bytes, _replay_patience()):
+                self._slow_consumer()
+                return lost
+            page = await self.stream.read_page(page_bytes)
+            lost = lost or page.gap
 
     async def disconnect(self, code: int) -> None:
         """The client went away (closed, or the TCP connection dropped)."""
@@ -392,10 +419,10 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
 
     def _take(self, message: EncodedMessage) -> Verdict:
         entry = message.entry
-        verdict = self.stream.judge(entry.queue, entry.seq, entry.envelope["topics"])
+        verdict = self.stream.judge(entry.queue, entry.seq, entry.topics)
         if verdict is Verdict.DELIVER:
             cursor = self.stream.advance(entry.queue, entry.seq)
-            self._send_text(message.text_for(cursor))
+            self._send_text(message.text_for(cursor), message.size)
         return verdict
 
     def _hold(self, message: EncodedMessage) -> None:
@@ -443,16 +470,17 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
 
     async def _fill_from_store(self) -> None:
         """Deliver what the live path missed; 4409 if the store lost it too."""
-        missed, gap = await self.stream.read_missed()
-        for message in missed:
-            await self.send_frame(message)
-        metrics.count(metrics.DELIVERED_WEBSOCKET, len(missed))
-        if gap:
-            logger.warning(
-                "messages lost before delivery; asking the client to resync",
-                extra={"connection_id": self.connection_id, "user_id": self._user_id()},
-            )
-            await self.close(code=CLOSE_RESYNC)
+        page = await self.stream.read_page(_page_bytes())
+        if await self._send_pages(page) or page.gap:
+            self._lost_messages()
+
+    def _lost_messages(self) -> None:
+        """Messages this socket should have had are gone: 4409, resync."""
+        logger.warning(
+            "messages lost before delivery; asking the client to resync",
+            extra={"connection_id": self.connection_id, "user_id": self._user_id()},
+        )
+        self.close_now(CLOSE_RESYNC)
 
     async def sync_revoke(self, event: dict[str, Any]) -> None:
         """A revocation from another process, through the shared layer."""
@@ -594,20 +622,26 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         """Queue one JSON frame; a client too far behind is closed with 4413."""
         self._send_text(encode_frame(frame))
 
-    def _send_text(self, text: str) -> None:
+    def _send_text(self, text: str, size: int | None = None) -> None:
         if self.closed or self.outbox is None:
             return
-        if not self.outbox.put_text(text):
-            self.closed = True
-            self.close_code = CLOSE_SLOW_CONSUMER
-            logger.warning(
-                "slow consumer: closing",
-                extra={
-                    "connection_id": self.connection_id,
-                    "user_id": self._user_id(),
-                    "code": CLOSE_SLOW_CONSUMER,
-                },
-            )
+        if not self.outbox.put_text(text, size):
+            self._slow_consumer()
+
+    def _slow_consumer(self) -> None:
+        """The client does not read: its outbox is dropped, 4413 sent."""
+        if self.outbox is not None:
+            self.outbox.give_up_on_slow_client()
+        self.closed = True
+        self.close_code = CLOSE_SLOW_CONSUMER
+        logger.warning(
+            "slow consumer: closing",
+            extra={
+                "connection_id": self.connection_id,
+                "user_id": self._user_id(),
+                "code": CLOSE_SLOW_CONSUMER,
+            },
+        )
 
     def _user_id(self) -> Any:
         """The socket's user id for log lines (None before authentication)."""
@@ -654,6 +688,21 @@ def _redis_errors_as_unavailable():
 def encode_frame(frame: dict[str, Any]) -> str:
     """Compact ASCII JSON (the outbox counts characters as bytes)."""
     return json.dumps(frame, separators=(",", ":"))
+
+
+def _page_bytes() -> int:
+    """Bytes of stored messages a replay sends at a time (see _send_pages).
+
+    A quarter of the socket's output bound: with one page still unread
+    and one more written, half of it is left for everything else.
+    """
+    return min(sync_settings.POLL_MAX_BYTES, sync_settings.WS_MAX_PENDING_BYTES // 4)
+
+
+def _replay_patience() -> float:
+    """Seconds a replay waits for its client to read a page: two heartbeats,
+    as long as a silent socket is kept."""
+    return 2.0 * sync_settings.HEARTBEAT_INTERVAL
 
 
 def _frame_too_big(raw: str | bytes) -> bool:

@@ -111,6 +111,13 @@ class PayloadTooDeep(SyncError):
     default_detail = "Payload nests too deeply."
 
 
+class PayloadTooComplex(SyncError):
+    """The payload holds more JSON values than allowed (``MAX_PAYLOAD_NODES``)."""
+
+    default_code = "payload_too_complex"
+    default_detail = "Payload holds too many values."
+
+
 class ForbiddenKey(SyncError):
     """The payload uses a key that poisons JavaScript objects."""
 

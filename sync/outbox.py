@@ -87,19 +87,31 @@ class Outbox:
         self.overflowed = False
         self.finished = False  # the close frame went out, or the client left
 
-    def put_text(self, text: str) -> bool:
-        """Queue a text frame; False (and a 4413 close) when over the bound."""
+    def put_text(self, text: str, size: int | None = None) -> bool:
+        """Queue a text frame; False (and a 4413 close) when over the bound.
+
+        `size` is its length in UTF-8 when the caller knows it (a stored
+        message); left out, the text is taken for ASCII (our own frames).
+        """
         if self.closed:
             return False
-        size = len(text)  # our JSON is ASCII-only: characters are bytes
+        if size is None:
+            size = len(text)
         if self._bytes + size + self._backlog() > self._limit:
-            self.overflowed = True
-            # This frame and those still queued never reach the client.
-            metrics.DROPPED_SLOW_CONSUMER.inc(1 + len(self._queued or ()))
-            self._abandon(CLOSE_SLOW_CONSUMER)
+            metrics.DROPPED_SLOW_CONSUMER.inc()  # this frame never goes out
+            self.give_up_on_slow_client()
             return False
         self._enqueue({"type": "websocket.send", "text": text}, size)
         return True
+
+    def give_up_on_slow_client(self) -> None:
+        """The client stopped reading: drop what is queued, close with 4413."""
+        if self.closed:
+            return
+        self.overflowed = True
+        # The frames still queued never reach the client.
+        metrics.DROPPED_SLOW_CONSUMER.inc(len(self._queued or ()))
+        self._abandon(CLOSE_SLOW_CONSUMER)
 
     def close(self, code: int) -> None:
         """Send the close frame after every frame already queued."""
@@ -115,6 +127,25 @@ class Outbox:
         # cost a set/clear on every frame of the hot path instead.
         while not self._idle() and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(DRAIN_POLL_SECONDS)
+
+    async def wait_for_room(self, room: int, timeout: float) -> bool:
+        """Wait until at most `room` bytes are left to write; False if the
+        socket closed meanwhile, or the output is still above `room` after
+        `timeout` seconds (a client that stopped reading).
+
+        For long outputs written piece by piece (a replay): each piece is
+        made only once the client has taken most of the one before, so a
+        socket never holds more than two pieces, and a socket that closes
+        stops the output at once.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Polled, as drain: a replay waits here once per page, not per frame.
+        while self._bytes + self._backlog() > room:
+            if self.closed or loop.time() >= deadline:
+                return False
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+        return not self.closed
 
     def stop(self) -> None:
         """Stop writing at once (the socket is gone)."""

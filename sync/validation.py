@@ -7,14 +7,15 @@ its own error class (see ``sync.exceptions``).
 
 from __future__ import annotations
 
-import json
+import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sync import exceptions
 from sync.conf import MAX_PAYLOAD_DEPTH, MAX_TOPICS, sync_settings
+from sync.jsontext import encode_value, is_valid_unicode
 
 TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 # Topics become channel-layer group names, which allow no colon.
@@ -42,6 +43,8 @@ RESERVED_TYPES = frozenset(
 RESERVED_PREFIXES = ("data.", "notification.", "system.", "sync.", "connection.")
 # Keys that reach Object.prototype when a JS client merges a payload.
 FORBIDDEN_KEYS = frozenset({"__proto__", "constructor", "prototype"})
+# What nests in a payload (tuples only from Python callers).
+CONTAINERS = (dict, list, tuple)
 
 CLIENT_MESSAGE_FIELDS = frozenset({"type", "payload", "correlationId"})
 FRAME_FIELDS = frozenset({"type", "payload", "id", "timestamp", "correlationId"})
@@ -57,6 +60,8 @@ class MessageInput:
     payload: dict[str, Any]
     correlation_id: str | None = None
     topics: tuple[str, ...] = ()
+    # The payload as stored and sent; None: encode `payload` when publishing.
+    payload_json: bytes | None = None
 
 
 def validate_type(value: Any, *, from_client: bool) -> str:
@@ -77,16 +82,18 @@ def is_reserved_type(value: str) -> bool:
     return folded in RESERVED_TYPES or folded.startswith(RESERVED_PREFIXES)
 
 
-def validate_payload(value: Any) -> dict[str, Any]:
-    """Check a payload against the rules; return a normalized private copy.
+def validate_payload(value: Any, *, parsed: bool = False) -> bytes:
+    """Check a payload against the rules; return it encoded, ready to store.
 
-    The copy is what gets stored and sent, so a caller that mutates its dict
-    after publishing cannot change a message already accepted.
+    The encoded text (compact UTF-8 JSON) is what the store keeps and every
+    reader receives, so a caller that mutates its dict after publishing
+    cannot change a message already accepted. `parsed` says the value came
+    from our JSON parser, whose numbers are always finite.
     """
     if not isinstance(value, dict):
         raise exceptions.InvalidPayload(details={"field": "payload"})
-    check_payload_shape(value)
-    encoded = _encode_payload(value)
+    check_payload_shape(value, finite_numbers=parsed)
+    encoded = encode_value(value)
     limit = sync_settings.MAX_PAYLOAD_BYTES
     size = len(encoded)
     if size > limit:
@@ -94,52 +101,62 @@ def validate_payload(value: Any) -> dict[str, Any]:
             f"Payload is {size} bytes; the limit is {limit}.",
             details={"field": "payload", "size": size, "limit": limit},
         )
-    return json.loads(encoded)
+    return encoded
 
 
-def _encode_payload(payload: dict[str, Any]) -> bytes:
-    """Serialize as UTF-8, which refuses the lone surrogates JSON would escape."""
-    try:
-        text = json.dumps(
-            payload, allow_nan=False, ensure_ascii=False, separators=(",", ":")
-        )
-    except (TypeError, ValueError):
-        raise exceptions.InvalidPayload(
-            "Payload must contain only JSON values (no NaN or Infinity).",
-            details={"field": "payload"},
-        ) from None
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        raise exceptions.InvalidUnicode(
-            "Payload holds a string that is not valid Unicode.",
-            details={"field": "payload"},
-        ) from None
+def check_payload_shape(
+    payload: dict[str, Any], *, finite_numbers: bool = False
+) -> None:
+    """Walk the payload once, without recursion: values, depth, poisonous keys.
 
-
-def check_payload_shape(payload: dict[str, Any]) -> None:
-    """Walk the payload without recursion: depth limit and poisonous keys."""
+    The walk visits containers only and counts every value by the sizes of
+    the containers holding it, so it stops as soon as the count passes
+    ``MAX_PAYLOAD_NODES``: a payload of any shape costs at most that many
+    steps. Empty containers are counted and checked for depth, never queued.
+    """
+    limit = sync_settings.MAX_PAYLOAD_NODES
+    values = 1
     pending: list[tuple[Any, int]] = [(payload, 1)]
     while pending:
         node, depth = pending.pop()
-        if depth > MAX_PAYLOAD_DEPTH:
+        if isinstance(node, dict):
+            _check_keys(node)
+            children: Collection[Any] = node.values()
+        else:
+            children = node
+        values += len(children)
+        if values > limit:
+            raise exceptions.PayloadTooComplex(
+                f"Payload holds more than {limit} values.",
+                details={"field": "payload", "limit": limit},
+            )
+        inner = [child for child in children if isinstance(child, CONTAINERS)]
+        if not finite_numbers:
+            _check_numbers(children)
+        if not inner:
+            continue
+        if depth >= MAX_PAYLOAD_DEPTH:
             raise exceptions.PayloadTooDeep(
                 f"Payload nests deeper than {MAX_PAYLOAD_DEPTH} levels.",
                 details={"field": "payload", "limit": MAX_PAYLOAD_DEPTH},
             )
-        children: Iterable[Any] = ()
-        if isinstance(node, dict):
-            forbidden = FORBIDDEN_KEYS.intersection(node)
-            if forbidden:
-                raise exceptions.ForbiddenKey(
-                    details={"field": "payload", "key": sorted(forbidden)[0]}
-                )
-            children = node.values()
-        elif isinstance(node, list | tuple):
-            children = node
-        pending.extend(
-            (child, depth + 1) for child in children if isinstance(child, dict | list)
-        )
+        pending.extend((child, depth + 1) for child in inner if child)
+
+
+def _check_keys(node: dict[Any, Any]) -> None:
+    if not FORBIDDEN_KEYS.isdisjoint(node):
+        forbidden = sorted(FORBIDDEN_KEYS.intersection(node))
+        raise exceptions.ForbiddenKey(details={"field": "payload", "key": forbidden[0]})
+
+
+def _check_numbers(children: Collection[Any]) -> None:
+    """NaN and Infinity: JSON has no such numbers (a Python caller's values)."""
+    for child in children:
+        if isinstance(child, float) and not math.isfinite(child):
+            raise exceptions.InvalidPayload(
+                "Payload must contain only JSON values (no NaN or Infinity).",
+                details={"field": "payload"},
+            )
 
 
 def validate_topics(value: Any) -> tuple[str, ...]:
@@ -192,15 +209,6 @@ def validate_correlation_id(value: Any) -> str | None:
     return value
 
 
-def is_valid_unicode(text: str) -> bool:
-    """False when `text` holds a lone surrogate, which UTF-8 cannot encode."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def check_fields(
     data: Any, allowed: frozenset[str], required: Iterable[str] = ()
 ) -> Mapping[str, Any]:
@@ -222,11 +230,17 @@ def check_fields(
 
 
 def validate_client_message(data: Any) -> MessageInput:
-    """Validate what a client sends (POST /send body or WebSocket frame)."""
+    """Validate what a client sends (POST /send body or WebSocket frame).
+
+    `data` comes from ``loads_strict``: a private object nobody else holds.
+    """
     fields = check_fields(data, CLIENT_MESSAGE_FIELDS)
+    message_type = validate_type(fields.get("type"), from_client=True)
+    payload = fields.get("payload", {})
     return MessageInput(
-        type=validate_type(fields.get("type"), from_client=True),
-        payload=validate_payload(fields.get("payload", {})),
+        type=message_type,
+        payload=payload,
+        payload_json=validate_payload(payload, parsed=True),
         correlation_id=validate_correlation_id(fields.get("correlationId")),
     )
 
@@ -234,9 +248,12 @@ def validate_client_message(data: Any) -> MessageInput:
 def validate_broadcast(data: Any) -> MessageInput:
     """Validate a staff broadcast: reserved types allowed, topics optional."""
     fields = check_fields(data, BROADCAST_FIELDS)
+    message_type = validate_type(fields.get("type"), from_client=False)
+    payload = fields.get("payload", {})
     return MessageInput(
-        type=validate_type(fields.get("type"), from_client=False),
-        payload=validate_payload(fields.get("payload", {})),
+        type=message_type,
+        payload=payload,
+        payload_json=validate_payload(payload, parsed=True),
         topics=validate_topic_field(fields["topics"]) if "topics" in fields else (),
     )
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Protocol
 
@@ -27,22 +26,17 @@ from sync.services.message_queue import BROADCAST, StoredMessage
 
 logger = logging.getLogger(__name__)
 
-# Stands where the reader's cursor goes; a cursor can never contain it.
-CURSOR_SLOT = "\u0000cursor\u0000"
-CURSOR_SLOT_JSON = json.dumps(CURSOR_SLOT)
-
 
 class EncodedMessage:
-    """A stored message's frame, encoded once, with a slot for the cursor."""
+    """A stored message's frame as text, decoded once for all its readers."""
 
-    __slots__ = ("entry", "prefix", "suffix")
+    __slots__ = ("entry", "prefix", "size", "suffix")
 
     def __init__(self, entry: StoredMessage) -> None:
         self.entry = entry
-        text = json.dumps(
-            {**entry.envelope, "cursor": CURSOR_SLOT}, separators=(",", ":")
-        )
-        self.prefix, self.suffix = text.split(CURSOR_SLOT_JSON, 1)
+        self.prefix = entry.prefix.decode()
+        self.suffix = entry.suffix.decode()
+        self.size = entry.text_size  # bytes on the wire, cursor included
 
     def text_for(self, cursor: str) -> str:
         """The frame for a reader whose position after this message is `cursor`."""
@@ -104,7 +98,7 @@ class DeliveryHub:
         if entry.queue == BROADCAST:
             receivers = list(self._everyone)
         else:
-            receivers = list(self._by_user.get(entry.envelope["userId"], ()))
+            receivers = list(self._by_user.get(entry.user_id, ()))
         if not receivers:
             return 0
         message = EncodedMessage(entry)

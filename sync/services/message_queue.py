@@ -17,7 +17,6 @@ import abc
 import asyncio
 import contextlib
 import itertools
-import json
 import secrets
 import threading
 import time
@@ -30,6 +29,7 @@ from typing import Any
 from sync import metrics
 from sync.conf import sync_settings
 from sync.services.cursors import Position
+from sync.services.envelopes import Draft, EnvelopeParts
 from sync.services.paging import (
     BROADCAST,
     NOTHING_DROPPED,
@@ -54,10 +54,11 @@ __all__ = [
     "message_size",
 ]
 
-# Bytes charged per stored message on top of its serialized envelope: the
-# envelope dict, the StoredMessage and the bookkeeping around them. Python
-# objects take more room than their JSON, so STORE_MAX_BYTES bounds an
-# estimate of the store's memory, not an exact measure.
+# Bytes charged per stored message on top of its encoded text: the
+# StoredMessage, its two bytes objects, its topics and cursor, the deque and
+# ledger slots (about 450 bytes measured, see tests/sync/test_message_queue).
+# The text is kept encoded, never as parsed objects, so the charge follows
+# the memory a message really holds whatever its payload's shape.
 ENTRY_OVERHEAD_BYTES = 512
 # What a dropped message still costs while the byte ledger remembers it (a
 # tuple and a deque slot), until the ledger pops it.
@@ -69,13 +70,13 @@ STALE_ENTRY_BYTES = 100
 MAX_TRACKED_DROP_TOPICS = 10_000
 
 
-def message_size(message: dict[str, Any]) -> int:
+def message_size(message: dict[str, Any] | Draft | EnvelopeParts) -> int:
     """Bytes a message is charged against ``STORE_MAX_BYTES``."""
-    # ASCII escapes make any string serializable and never undercount UTF-8.
-    serialized = json.dumps(
-        message, ensure_ascii=True, separators=(",", ":"), default=str
-    )
-    return len(serialized) + ENTRY_OVERHEAD_BYTES
+    if isinstance(message, dict):
+        message = Draft.of(message, getattr(message, "payload_json", None))
+    parts = message.parts() if isinstance(message, Draft) else message
+    text = len(parts.head) + len(parts.middle) + len(parts.tail)
+    return text + ENTRY_OVERHEAD_BYTES
 
 
 @dataclass(slots=True)
@@ -85,7 +86,7 @@ class StoreStats:
     total_queues: int
     total_messages: int
     queue_sizes: dict[str, int] = field(default_factory=dict)
-    total_bytes: int = 0  # charged against STORE_MAX_BYTES (memory store)
+    total_bytes: int = 0  # charged against STORE_MAX_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +120,12 @@ class MessageStore(abc.ABC):
     shared = False
 
     @abc.abstractmethod
-    def add_message(self, message: dict[str, Any]) -> StoredMessage:
-        """Append to the recipient's queue (``userId``; None = broadcast)."""
+    def add_message(self, message: dict[str, Any] | Draft) -> StoredMessage:
+        """Append to the recipient's queue (``userId``; None = broadcast).
+
+        A dict is the envelope of the contract (its ``payload`` is encoded
+        here); the service hands a Draft, its payload encoded already.
+        """
 
     @abc.abstractmethod
     def read(
@@ -131,8 +136,10 @@ class MessageStore(abc.ABC):
         cursor: Position | None = None,
         topics: Collection[str] = (),
         limit: int = 100,
+        max_bytes: int | None = None,
     ) -> ReadResult:
-        """Messages for `user_id` after `cursor` (else after `since` ms)."""
+        """Messages for `user_id` after `cursor` (else after `since` ms), at
+        most `limit` of them and `max_bytes` of their text (at least one)."""
 
     @abc.abstractmethod
     def head(self, user_id: str) -> Position:
@@ -208,13 +215,29 @@ class MessageStore(abc.ABC):
         """
         return None
 
-    async def aadd_message(self, message: dict[str, Any]) -> StoredMessage:
+    async def aadd_message(self, message: dict[str, Any] | Draft) -> StoredMessage:
         """Async twin of add_message."""
         return self.add_message(message)
 
-    async def aread(self, user_id: str, **options: Any) -> ReadResult:
+    async def aread(
+        self,
+        user_id: str,
+        *,
+        since: int | None = None,
+        cursor: Position | None = None,
+        topics: Collection[str] = (),
+        limit: int = 100,
+        max_bytes: int | None = None,
+    ) -> ReadResult:
         """Async twin of read."""
-        return self.read(user_id, **options)
+        return self.read(
+            user_id,
+            since=since,
+            cursor=cursor,
+            topics=topics,
+            limit=limit,
+            max_bytes=max_bytes,
+        )
 
     async def ahead(self, user_id: str) -> Position:
         """Async twin of head."""
@@ -367,7 +390,7 @@ class _BroadcastQueue(_Queue):
 
     def _record_drop(self, entry: StoredMessage) -> None:
         super()._record_drop(entry)
-        topics = entry.envelope["topics"]
+        topics = entry.topics
         if not topics:
             self.dropped_untargeted = self.dropped
             self._forget_topic_marks_below(self.dropped.seq)
@@ -441,15 +464,16 @@ class MemoryMessageStore(MessageStore):
         self._last_sweep = clock()
         self._waiters: dict[str, set[_Waiter]] = {}
 
-    def add_message(self, message: dict[str, Any]) -> StoredMessage:
+    def add_message(self, message: dict[str, Any] | Draft) -> StoredMessage:
         """Stamp and append under the lock, then wake matching long polls."""
-        user_id = message.get("userId")
-        size = message_size(message)
+        draft = message if isinstance(message, Draft) else Draft.of(message)
+        user_id = draft.user_id
+        parts = draft.parts()
         with self._lock:
             now = self._clock()
             self._sweep_if_due(now)
             queue = self._broadcast if user_id is None else self._user_queue(user_id)
-            entry = self._stamp(message, queue, now, size)
+            entry = self._stamp(draft, parts, queue, now)
             self._ledger.charge(queue, entry)
             overflow = queue.append(entry, sync_settings.QUEUE_MAX_MESSAGES)
             evicted = self._ledger.enforce(sync_settings.STORE_MAX_BYTES)
@@ -461,7 +485,7 @@ class MemoryMessageStore(MessageStore):
         return entry
 
     def _stamp(
-        self, message: dict[str, Any], queue: _Queue, now: float, size: int
+        self, draft: Draft, parts: EnvelopeParts, queue: _Queue, now: float
     ) -> StoredMessage:
         timestamp = self._next_timestamp(queue, now)
         self._last_timestamp = max(self._last_timestamp, timestamp)
@@ -470,14 +494,19 @@ class MemoryMessageStore(MessageStore):
         queue.last_seq += 1
         is_broadcast = queue is self._broadcast
         cursor = Position(self.epoch, queue.last_seq, self._broadcast.last_seq)
+        prefix, suffix = parts.with_timestamp(timestamp)
         return StoredMessage(
-            envelope={**message, "timestamp": timestamp},
             queue=BROADCAST if is_broadcast else USER,
             seq=queue.last_seq,
             order=self._order,
+            timestamp=timestamp,
             expires_at=now + sync_settings.MESSAGE_TTL,
+            user_id=draft.user_id,
+            topics=draft.topics,
+            prefix=prefix,
+            suffix=suffix,
             publish_cursor=None if is_broadcast else cursor.encode(),
-            size=size,
+            size=message_size(parts),
         )
 
     def _next_timestamp(self, queue: _Queue, now: float) -> int:
@@ -507,9 +536,10 @@ class MemoryMessageStore(MessageStore):
         cursor: Position | None = None,
         topics: Collection[str] = (),
         limit: int = 100,
+        max_bytes: int | None = None,
     ) -> ReadResult:
         """One page for a reader; see ReadResult for what each field means."""
-        request = PageRequest(since, cursor, frozenset(topics), limit)
+        request = PageRequest(since, cursor, frozenset(topics), limit, max_bytes)
         with self._lock:
             now = self._clock()
             self._sweep_if_due(now)

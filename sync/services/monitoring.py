@@ -79,7 +79,7 @@ def snapshot(sync: RealtimeSync, *, largest: int = LARGEST_QUEUES) -> dict[str, 
             "messageTtl": sync_settings.MESSAGE_TTL,
             "queueMaxMessages": sync_settings.QUEUE_MAX_MESSAGES,
             # Charged against STORE_MAX_BYTES: the memory store's measure only.
-            "bytes": None if sync.store.shared else store_stats.total_bytes,
+            "bytes": store_stats.total_bytes,
         },
         "queues": {
             "largest": largest_queues(store_stats, largest),

@@ -17,50 +17,88 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+import orjson
+
 from sync.services.cursors import Position
 
 USER = "user"
 BROADCAST = "broadcast"
+# Bytes a reader's cursor adds to a message's text, counted against a page's
+# byte bound ("<epoch>-<user seq>-<broadcast seq>" in quotes, generously).
+CURSOR_BYTES = 48
 
 
 @dataclass(slots=True)
 class StoredMessage:
-    """A message with the position the store gave it."""
+    """A message with the position the store gave it, as encoded text.
 
-    envelope: dict[str, Any]  # what clients receive, minus the per-reader cursor
+    ``prefix`` and ``suffix`` are the client envelope's JSON around the
+    value of its ``cursor`` field, which depends on the reader (see
+    ``sync.services.envelopes``). An entry whose text was not fetched (a
+    broadcast the reader cannot see, passed over by a Redis read) has both
+    empty: only its position matters.
+    """
+
     queue: str  # USER or BROADCAST
     seq: int  # 1, 2, 3… within its queue
     order: int  # store-wide publication order, to merge the two queues
+    timestamp: int  # ms; strictly increasing within a queue
     expires_at: float  # clock seconds
+    user_id: str | None  # the recipient; None for a broadcast
+    topics: tuple[str, ...]  # a broadcast's audience; () = everyone
+    prefix: bytes = b""
+    suffix: bytes = b""
     # For a user message, the position just after it in its user's stream;
     # a broadcast's position depends on each reader's own queue.
     publish_cursor: str | None = None
     size: int = 0  # bytes charged against the store's memory budget
 
-    @property
-    def timestamp(self) -> int:
-        """Milliseconds; strictly increasing within a queue."""
-        return self.envelope["timestamp"]
-
     def visible_to(self, topics: Collection[str]) -> bool:
         """True if a reader subscribed to `topics` should receive it."""
-        message_topics = self.envelope["topics"]
-        return not message_topics or any(topic in topics for topic in message_topics)
+        return not self.topics or any(topic in topics for topic in self.topics)
+
+    def text_for(self, cursor: str) -> bytes:
+        """The client envelope's JSON, with the reader's cursor after it."""
+        return b'%s"%s"%s' % (self.prefix, cursor.encode(), self.suffix)
+
+    @property
+    def text_size(self) -> int:
+        """Bytes of the client envelope, the reader's cursor included."""
+        return len(self.prefix) + len(self.suffix) + CURSOR_BYTES
+
+    @property
+    def envelope(self) -> dict[str, Any]:
+        """The client envelope as a dict, with no cursor (Python callers)."""
+        return orjson.loads(self.prefix + b"null" + self.suffix)
 
     def for_reader(self, position: Position) -> dict[str, Any]:
-        """The client envelope, stamped with the reader's cursor after it."""
-        return {**self.envelope, "cursor": position.encode()}
+        """The client envelope as a dict, with the reader's cursor after it."""
+        return orjson.loads(self.text_for(position.encode()))
 
 
 @dataclass(slots=True)
 class ReadResult:
     """One page of a reader's messages, oldest first."""
 
-    messages: list[dict[str, Any]]
+    picked: list[tuple[StoredMessage, Position]]  # each with its reader cursor
     position: Position  # where the next read resumes
     timestamp: int  # watermark: pass back as `since`
     has_more: bool
     gap: bool  # messages after the requested position were dropped
+
+    @property
+    def count(self) -> int:
+        """Messages in the page."""
+        return len(self.picked)
+
+    def frames(self) -> list[bytes]:
+        """Each message's JSON, as sent to clients, spliced from stored text."""
+        return [entry.text_for(after.encode()) for entry, after in self.picked]
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The messages as dicts, parsed on demand (Python callers, tests)."""
+        return [entry.for_reader(after) for entry, after in self.picked]
 
 
 class DropMark(NamedTuple):
@@ -102,12 +140,17 @@ class QueueView(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PageRequest:
-    """What a reader asks for; `cursor` wins over `since`."""
+    """What a reader asks for; `cursor` wins over `since`.
+
+    A page holds at most `limit` messages and at most `max_bytes` of their
+    text (always at least one message); None: no byte bound.
+    """
 
     since: int | None
     cursor: Position | None
     topics: frozenset[str] = field(default_factory=frozenset)
     limit: int = 100
+    max_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,19 +201,18 @@ class _Page:
 
     def read(self, now_ms: int) -> ReadResult:
         start, gap = self._start()
-        picked = self._pick(start)
-        has_more = len(picked) > self.request.limit
-        if has_more:
+        picked, full = self._pick(start)
+        if full:
             picked, watermark = self._cut(picked)
             position = picked[-1][1]
         else:
             position = self._head()
             watermark = self._watermark(now_ms)
         return ReadResult(
-            messages=[entry.for_reader(after) for entry, after in picked],
+            picked=picked,
             position=position,
             timestamp=watermark,
-            has_more=has_more,
+            has_more=full,
             gap=gap,
         )
 
@@ -215,19 +257,26 @@ class _Page:
         topics = self.request.topics
         return self.users.dropped_for(topics), self.broadcasts.dropped_for(topics)
 
-    def _pick(self, start: Position) -> list[tuple[StoredMessage, Position]]:
-        """Up to limit + 1 visible messages after `start`, with their cursors.
+    def _pick(
+        self, start: Position
+    ) -> tuple[list[tuple[StoredMessage, Position]], bool]:
+        """Visible messages after `start` with their cursors; True if full.
 
-        A cursor also moves past the broadcasts the reader cannot see, so a
-        drop among them is never taken for a loss of this reader's.
+        A full page stops one message past a bound (the count `limit`, or
+        `max_bytes` of text once it holds a message): that message shows
+        there is more, and `_cut` takes it off. A cursor also moves past the
+        broadcasts the reader cannot see, so a drop among them is never
+        taken for a loss of this reader's.
         """
         merged = heapq.merge(
             self.users.after(start.user_seq),
             self.broadcasts.after(start.broadcast_seq),
             key=lambda entry: entry.order,
         )
+        limit, max_bytes = self.request.limit, self.request.max_bytes
         picked: list[tuple[StoredMessage, Position]] = []
         position = start
+        size = 0
         for entry in merged:
             if entry.queue == BROADCAST:
                 position = position.after_broadcast(entry.seq)
@@ -236,15 +285,18 @@ class _Page:
             else:
                 position = position.after_user(entry.seq)
             picked.append((entry, position))
-            if len(picked) > self.request.limit:
-                break
-        return picked
+            size += entry.text_size
+            if len(picked) > limit or (
+                max_bytes is not None and size > max_bytes and len(picked) > 1
+            ):
+                return picked, True
+        return picked, False
 
     def _cut(
         self, picked: list[tuple[StoredMessage, Position]]
     ) -> tuple[list[tuple[StoredMessage, Position]], int]:
-        """A full page and its watermark, from `limit` + 1 picked messages."""
-        limit = self.request.limit
+        """A full page and its watermark, from the page and one message more."""
+        limit = len(picked) - 1
         if self.request.cursor is None:
             page = cut_at_timestamp_boundary(picked, limit)
             return page, page[-1][0].timestamp

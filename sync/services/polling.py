@@ -77,10 +77,11 @@ async def poll(store: MessageStore, user_id: str, query: PollQuery) -> ReadResul
             cursor=query.cursor,
             topics=query.topics,
             limit=query.limit,
+            max_bytes=sync_settings.POLL_MAX_BYTES,
         )
         remaining = deadline - loop.time()
         if result.messages or result.gap or remaining <= 0 or lifecycle.shutting_down():
-            metrics.count(metrics.DELIVERED_POLLING, len(result.messages))
+            metrics.count(metrics.DELIVERED_POLLING, result.count)
             return result
         with waiting_polls.slot(user_id):
             await _wait(store, user_id, result, remaining)

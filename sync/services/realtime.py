@@ -17,7 +17,7 @@ from typing import Any
 
 from django.db import transaction
 
-from sync import metrics, validation
+from sync import jsontext, metrics, validation
 from sync.services.audit import (
     amark_unpublished,
     arecord_broadcast,
@@ -25,6 +25,7 @@ from sync.services.audit import (
     record_broadcast,
 )
 from sync.services.connections import MemoryConnectionRegistry
+from sync.services.envelopes import Draft
 from sync.services.handlers import run_handlers
 from sync.services.hub import DeliveryHub
 from sync.services.message_queue import (
@@ -47,25 +48,48 @@ def new_message_id() -> str:
     return f"msg_{secrets.token_hex(12)}"
 
 
+class Message(dict):
+    """A message's envelope as publishers get it back, a plain dict to them.
+
+    It also carries its payload as validated and encoded (``payload_json``),
+    which is what the store keeps: the payload is encoded once, never again.
+    """
+
+    __slots__ = ("payload_json",)
+
+    def draft(self) -> Draft:
+        """What the store takes: the envelope, with the payload as encoded."""
+        return Draft.of(self, self.payload_json)
+
+
 def build_message(
     type: str,
     payload: dict[str, Any],
     *,
+    payload_json: bytes | None = None,
     user_id: Any = None,
     topics: Iterable[str] = (),
     correlation_id: str | None = None,
-) -> dict[str, Any]:
-    """The envelope of SPEC §2; the store fills in timestamp and cursor."""
-    return {
-        "id": new_message_id(),
-        "type": type,
-        "payload": payload,
-        "timestamp": None,
-        "userId": None if user_id is None else str(user_id),
-        "topics": list(topics),
-        "cursor": None,
-        "correlationId": correlation_id,
-    }
+) -> Message:
+    """The envelope of the contract; the store fills in timestamp and cursor.
+
+    `payload_json` is the payload as ``validate_payload`` encoded it; left
+    out, the payload is encoded as it is, unchecked (tests, trusted code).
+    """
+    message = Message(
+        id=new_message_id(),
+        type=type,
+        payload=payload,
+        timestamp=None,
+        userId=None if user_id is None else str(user_id),
+        topics=list(topics),
+        cursor=None,
+        correlationId=correlation_id,
+    )
+    if payload_json is None:
+        payload_json = jsontext.encode_value(payload)
+    message.payload_json = payload_json
+    return message
 
 
 def _refuse_event_loop(name: str) -> None:
@@ -256,12 +280,7 @@ class RealtimeSync:
 
         Not deferred to a commit: the client is waiting for the ack.
         """
-        envelope = build_message(
-            message.type,
-            message.payload,
-            user_id=user.pk,
-            correlation_id=message.correlation_id,
-        )
+        envelope = self._client_message(user, message)
         self._deliver(envelope)
         run_handlers(envelope, user)
         return envelope
@@ -274,33 +293,43 @@ class RealtimeSync:
         The caller runs them (see ``handlers.HandlerQueue``) once it has
         answered the client, so a slow handler never delays the ack.
         """
-        envelope = build_message(
-            message.type,
-            message.payload,
-            user_id=user.pk,
-            correlation_id=message.correlation_id,
-        )
+        envelope = self._client_message(user, message)
         await self._adeliver(envelope)
         return envelope
 
     # Internals --------------------------------------------------------------
 
+    def _client_message(self, user: Any, message: validation.MessageInput) -> Message:
+        payload_json = message.payload_json
+        if payload_json is None:
+            payload_json = validation.validate_payload(message.payload)
+        return build_message(
+            message.type,
+            message.payload,
+            payload_json=payload_json,
+            user_id=user.pk,
+            correlation_id=message.correlation_id,
+        )
+
     def _server_message(
         self, type: str, payload: Any, user_id: Any, correlation_id: str | None
-    ) -> dict[str, Any]:
+    ) -> Message:
         return build_message(
             validation.validate_type(type, from_client=False),
-            validation.validate_payload(payload),
+            payload,
+            payload_json=validation.validate_payload(payload),
             user_id=_require_user(user_id),
             correlation_id=validation.validate_correlation_id(correlation_id),
         )
 
     def _broadcast_message(
         self, type: str, payload: Any, topics: Iterable[str] | None
-    ) -> dict[str, Any]:
+    ) -> Message:
+        payload = {} if payload is None else payload
         return build_message(
             validation.validate_type(type, from_client=False),
-            validation.validate_payload({} if payload is None else payload),
+            payload,
+            payload_json=validation.validate_payload(payload),
             topics=validation.validate_topics(None if topics is None else list(topics)),
         )
 
@@ -321,15 +350,15 @@ class RealtimeSync:
             mark_unpublished(message)
             raise
 
-    def _deliver(self, message: dict[str, Any]) -> StoredMessage:
-        entry = self.store.add_message(message)
+    def _deliver(self, message: Message) -> StoredMessage:
+        entry = self.store.add_message(message.draft())
         _count_published(entry)
         _stamp_from(message, entry)
         self.hub.dispatch_threadsafe(entry)
         return entry
 
-    async def _adeliver(self, message: dict[str, Any]) -> StoredMessage:
-        entry = await self.store.aadd_message(message)
+    async def _adeliver(self, message: Message) -> StoredMessage:
+        entry = await self.store.aadd_message(message.draft())
         _count_published(entry)
         _stamp_from(message, entry)
         self.hub.dispatch_threadsafe(entry)

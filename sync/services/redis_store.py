@@ -9,9 +9,14 @@ the shared paging rules of ``sync.services.paging``.
 
 Redis must keep every key it is given (``maxmemory-policy noeviction``, the
 default): an evicted key would tear a queue apart. Memory stays bounded by
-``QUEUE_MAX_MESSAGES`` and ``MESSAGE_TTL`` per queue, plus one small hash
-per user ever written to (it keeps sequences from restarting, as the memory
-store does); ``STORE_MAX_BYTES`` applies to the memory store only.
+``QUEUE_MAX_MESSAGES`` and ``MESSAGE_TTL`` per queue, by ``STORE_MAX_BYTES``
+for all queues together (the oldest messages of the whole store go first,
+as in the memory store), plus one small hash per user ever written to (it
+keeps sequences from restarting, as the memory store does).
+
+Messages are kept as their envelope's JSON text (``sync.services.envelopes``)
+and read back as bytes, never parsed: a read only splits each entry's
+header from its text.
 
 Long polls wake without polling: every append publishes its queue's name
 on one pub/sub channel, and each store object holds one subscription (a
@@ -36,10 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.client import NEVER_DECODE
 from redis.retry import Retry
 
 from sync import metrics
@@ -47,6 +54,7 @@ from sync.conf import sync_settings
 from sync.exceptions import StoreUnavailable
 from sync.services import message_queue
 from sync.services.cursors import Position
+from sync.services.envelopes import Draft, EnvelopeParts
 from sync.services.message_queue import (
     ClusterConnections,
     InstanceFigures,
@@ -138,20 +146,43 @@ def _mark(seq: Any, timestamp: Any) -> DropMark:
     return DropMark(int(seq), int(timestamp))
 
 
-def _entry(raw: str, queue: str) -> StoredMessage:
-    """Decode one stored entry (layout in lua/common.lua)."""
-    header, _topics, envelope_json = raw.split("\n", 2)
-    seq, order, timestamp, expires_ms = map(int, header.split(" "))
-    envelope = json.loads(envelope_json)
-    envelope["timestamp"] = timestamp
+def _entry(raw: bytes, queue: str, user_id: str | None = None) -> StoredMessage:
+    """One stored entry, its text split out, never parsed (lua/common.lua).
+
+    A broadcast the reader cannot see comes back as its first two lines
+    only: its position matters, its text is left in Redis. `user_id` is the
+    recipient of a user message, where the caller needs it (the hub).
+    """
+    lines = raw.split(b"\n", 4)
+    seq, order, timestamp, expires_ms = map(int, lines[0].split(b" "))
+    topics = tuple(orjson.loads(lines[1])) if lines[1] != b"[]" else ()
+    prefix = suffix = b""
+    if len(lines) == 5:
+        head, middle, suffix = lines[2:]
+        prefix = b"%s%d%s" % (head, timestamp, middle)
+    elif len(lines) == 3:
+        prefix, suffix = _legacy_text(lines[2], timestamp)
     return StoredMessage(
-        envelope=envelope,
         queue=queue,
         seq=seq,
         order=order,
+        timestamp=timestamp,
         expires_at=expires_ms / 1000,
+        user_id=user_id,
+        topics=topics,
+        prefix=prefix,
+        suffix=suffix,
         size=len(raw),
     )
+
+
+def _legacy_text(envelope_json: bytes, timestamp: int) -> tuple[bytes, bytes]:
+    """The text of an entry an older release stored (one JSON envelope line).
+
+    Entries live for MESSAGE_TTL, so these only meet a rolling upgrade.
+    """
+    parts = Draft.of(orjson.loads(envelope_json)).parts()
+    return parts.with_timestamp(timestamp)
 
 
 def _cluster(figures: list[str | None], opened: str | None) -> ClusterConnections:
@@ -170,7 +201,9 @@ def _counted_read(reply: list[Any]) -> list[Any]:
     return reply
 
 
-def _epoch(value: str) -> Epoch:
+def _epoch(value: str | bytes) -> Epoch:
+    if isinstance(value, bytes):
+        value = value.decode()
     epoch_id, started_ms = value.split(" ")
     return Epoch(epoch_id, int(started_ms))
 
@@ -304,7 +337,9 @@ class _WakeListener(threading.Thread):
     serves them, and waking a waiter is thread-safe.
     """
 
-    def __init__(self, client: redis.Redis, channel: str, store: RedisMessageStore):
+    def __init__(
+        self, client: redis.Redis, channel: str, store: RedisMessageStore
+    ) -> None:
         super().__init__(name="sync-store-wake", daemon=True)
         self._client = client
         self._channel = channel
@@ -347,12 +382,17 @@ class _WakeListener(threading.Thread):
             self._waiters.wake(None)  # re-check what came while not listening
             self._store._resubscribed()
         elif event["type"] == "message":
-            queue, _, published = event["data"].partition("\n")
+            # "<queue>\n<instance>\n<entry>", as bytes: the text is passed on.
+            queue_name, _, published = event["data"].partition(b"\n")
+            queue = queue_name.decode()
             self._waiters.wake_queue(queue)
-            source, _, raw = published.partition("\n")
-            if raw and source != self._store.instance_id:
-                kind = BROADCAST if queue == BROADCAST_QUEUE else USER
-                self._store._deliver_remote(_entry(raw, kind))
+            source, _, raw = published.partition(b"\n")
+            if raw and source.decode() != self._store.instance_id:
+                if queue == BROADCAST_QUEUE:
+                    entry = _entry(raw, BROADCAST)
+                else:
+                    entry = _entry(raw, USER, queue.removeprefix("u:"))
+                self._store._deliver_remote(entry)
 
 
 class RedisMessageStore(MessageStore):
@@ -417,6 +457,20 @@ class RedisMessageStore(MessageStore):
         with _translate_redis_errors():
             return self._scripts[name](args=[self._prefix, *args])
 
+    def _run_raw(self, name: str, *args: Any) -> Any:
+        """`_run`, its reply left as bytes (message text is never decoded)."""
+        values = [self._prefix, *args]
+        raw = {NEVER_DECODE: []}
+        with _translate_redis_errors():
+            try:
+                return self._client.execute_command(
+                    "EVALSHA", self._scripts[name].sha, 0, *values, **raw
+                )
+            except redis.exceptions.NoScriptError:
+                return self._client.execute_command(
+                    "EVAL", self._sources[name], 0, *values, **raw
+                )
+
     async def _arun_shared(
         self, key: tuple[Any, ...], call: Callable[[], Awaitable[Any]]
     ) -> Any:
@@ -424,14 +478,21 @@ class RedisMessageStore(MessageStore):
         self._async_client()  # this loop's client and shared calls
         return await self._local.shared.run(key, call)
 
-    async def _arun(self, name: str, *args: Any) -> Any:
+    async def _arun(self, name: str, *args: Any, raw: bool = False) -> Any:
+        """Run a script on this loop's client; `raw`: leave its reply as bytes."""
         client = self._async_client()
         values = [self._prefix, *args]
+        options = {NEVER_DECODE: []} if raw else {}
         with _translate_redis_errors():
             try:
-                return await client.evalsha(self._scripts[name].sha, 0, *values)
+                sha = self._scripts[name].sha
+                return await client.execute_command(
+                    "EVALSHA", sha, 0, *values, **options
+                )
             except redis.exceptions.NoScriptError:
-                return await client.eval(self._sources[name], 0, *values)
+                return await client.execute_command(
+                    "EVAL", self._sources[name], 0, *values, **options
+                )
 
     def _async_client(self) -> redis.asyncio.Redis:
         loop = asyncio.get_running_loop()
@@ -458,24 +519,26 @@ class RedisMessageStore(MessageStore):
 
     # Appending ---------------------------------------------------------------
 
-    def add_message(self, message: dict[str, Any]) -> StoredMessage:
+    def add_message(self, message: dict[str, Any] | Draft) -> StoredMessage:
         """Stamp and append in one script, then wake this process's long polls."""
+        draft = message if isinstance(message, Draft) else Draft.of(message)
+        parts = draft.parts()
         now = self._clock()
         self._sweep_if_due(now)
-        reply = self._run("append", *self._append_args(message, now))
-        return self._appended(message, reply, now)
+        reply = self._run("append", *self._append_args(draft, parts, now))
+        return self._appended(draft, parts, reply, now)
 
-    async def aadd_message(self, message: dict[str, Any]) -> StoredMessage:
+    async def aadd_message(self, message: dict[str, Any] | Draft) -> StoredMessage:
         """Async twin of add_message."""
+        draft = message if isinstance(message, Draft) else Draft.of(message)
+        parts = draft.parts()
         now = self._clock()
         await self._asweep_if_due(now)
-        reply = await self._arun("append", *self._append_args(message, now))
-        return self._appended(message, reply, now)
+        reply = await self._arun("append", *self._append_args(draft, parts, now))
+        return self._appended(draft, parts, reply, now)
 
-    def _append_args(self, message: dict[str, Any], now: float) -> list[Any]:
-        user_id = message.get("userId")
-        # The stamp is filled in on reading; a placeholder keeps the key order.
-        envelope = json.dumps({**message, "timestamp": 0}, separators=(",", ":"))
+    def _append_args(self, draft: Draft, parts: EnvelopeParts, now: float) -> list[Any]:
+        user_id = draft.user_id
         return [
             self._new_epoch_id(),
             self._now_ms(now),
@@ -483,33 +546,41 @@ class RedisMessageStore(MessageStore):
             sync_settings.QUEUE_MAX_MESSAGES,
             message_queue.MAX_TRACKED_DROP_TOPICS,
             "b" if user_id is None else "u",
-            "" if user_id is None else str(user_id),
-            json.dumps(list(message.get("topics") or [])),
-            envelope,
-            str(message.get("id") or ""),
+            "" if user_id is None else user_id,
+            json.dumps(list(draft.topics)),
+            b"\n".join((parts.head, parts.middle, parts.tail)),
+            draft.id,
             self.instance_id,
+            sync_settings.STORE_MAX_BYTES,
         ]
 
     def _appended(
-        self, message: dict[str, Any], reply: list[Any], now: float
+        self, draft: Draft, parts: EnvelopeParts, reply: list[Any], now: float
     ) -> StoredMessage:
         epoch, seq, order, timestamp, broadcast_seq = reply[:5]
-        # A repeated answer (a retried append) has no drop count: none again.
+        # A repeated answer (a retried append) has no drop counts: none again.
         metrics.count(metrics.DROPPED_OVERFLOW, int(reply[5]) if reply[5:] else 0)
+        metrics.count(metrics.DROPPED_STORE_FULL, int(reply[6]) if reply[6:] else 0)
         self._epoch_seen = _epoch(epoch).id
-        user_id = message.get("userId")
+        user_id = draft.user_id
         publish_cursor = None
         if user_id is not None:
             position = Position(self._epoch_seen, int(seq), int(broadcast_seq))
             publish_cursor = position.encode()
         self._waiters.wake(user_id)
+        prefix, suffix = parts.with_timestamp(int(timestamp))
         return StoredMessage(
-            envelope={**message, "timestamp": int(timestamp)},
             queue=USER if user_id is not None else BROADCAST,
             seq=int(seq),
             order=int(order),
+            timestamp=int(timestamp),
             expires_at=now + sync_settings.MESSAGE_TTL,
+            user_id=user_id,
+            topics=draft.topics,
+            prefix=prefix,
+            suffix=suffix,
             publish_cursor=publish_cursor,
+            size=message_queue.message_size(parts),
         )
 
     # Reading -----------------------------------------------------------------
@@ -522,24 +593,29 @@ class RedisMessageStore(MessageStore):
         cursor: Position | None = None,
         topics: Collection[str] = (),
         limit: int = 100,
+        max_bytes: int | None = None,
     ) -> ReadResult:
         """One page for a reader; see ReadResult for what each field means."""
-        request = PageRequest(since, cursor, frozenset(topics), limit)
+        request = PageRequest(since, cursor, frozenset(topics), limit, max_bytes)
         now = self._clock()
         self._sweep_if_due(now)
         reply = _counted_read(
-            self._run("read", *self._read_args(user_id, request, now))
+            self._run_raw("read", *self._read_args(user_id, request, now))
         )
         return self._page(request, reply)
 
-    async def aread(self, user_id: str, **options: Any) -> ReadResult:
+    async def aread(
+        self,
+        user_id: str,
+        *,
+        since: int | None = None,
+        cursor: Position | None = None,
+        topics: Collection[str] = (),
+        limit: int = 100,
+        max_bytes: int | None = None,
+    ) -> ReadResult:
         """Async twin of read."""
-        request = PageRequest(
-            options.get("since"),
-            options.get("cursor"),
-            frozenset(options.get("topics", ())),
-            options.get("limit", 100),
-        )
+        request = PageRequest(since, cursor, frozenset(topics), limit, max_bytes)
         now = self._clock()
         await self._asweep_if_due(now)
         key = ("read", str(user_id), request)
@@ -550,7 +626,7 @@ class RedisMessageStore(MessageStore):
     async def _arun_read(self, args: list[Any]) -> list[Any]:
         """One read script call; what it expired is counted once, however many
         callers share its reply."""
-        return _counted_read(await self._arun("read", *args))
+        return _counted_read(await self._arun("read", *args, raw=True))
 
     def _read_args(self, user_id: str, request: PageRequest, now: float) -> list[Any]:
         cursor = request.cursor
@@ -566,6 +642,7 @@ class RedisMessageStore(MessageStore):
             *start,
             request.limit,
             json.dumps(sorted(request.topics)),
+            request.max_bytes or 0,
         ]
 
     def _page(self, request: PageRequest, reply: list[Any]) -> ReadResult:
@@ -591,11 +668,11 @@ class RedisMessageStore(MessageStore):
         marks: list[Any],
         request: PageRequest,
         since_seq: int,
-        entries: list[str],
+        entries: list[bytes],
     ) -> _BroadcastSnapshot:
         topics = sorted(request.topics)  # the order the script was given
         by_topic = {
-            topic: _mark(*mark.split(" "))
+            topic: _mark(*mark.split(b" "))
             for topic, mark in zip(topics, marks, strict=True)
             if mark
         }
@@ -719,12 +796,12 @@ class RedisMessageStore(MessageStore):
 
     @staticmethod
     def _stats(reply: list[Any]) -> StoreStats:
-        queues, messages, listed = reply
+        queues, messages, listed, charged = reply
         sizes: dict[str, int] = {}
         for name, size in zip(listed[::2], listed[1::2], strict=True):
             key = BROADCAST if name == BROADCAST_QUEUE else name.removeprefix("u:")
             sizes[key] = int(size)
-        return StoreStats(int(queues), int(messages), sizes)
+        return StoreStats(int(queues), int(messages), sizes, int(charged))
 
     # The cluster's sockets -----------------------------------------------------
 
@@ -857,7 +934,12 @@ class RedisMessageStore(MessageStore):
         with self._listener_lock:
             if self._listener is None:
                 channel = f"{self._prefix}wake"
-                self._listener = _WakeListener(self._client, channel, self)
+                # Its own client, whose messages stay bytes: entries pass
+                # through to the hub undecoded.
+                client = redis.Redis.from_url(
+                    self._url, **{**self._client_options(), "decode_responses": False}
+                )
+                self._listener = _WakeListener(client, channel, self)
                 self._listener.start()
 
     async def aclose(self) -> None:

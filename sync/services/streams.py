@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from typing import Any
 
 from sync.services.cursors import Position
-from sync.services.message_queue import BROADCAST, MessageStore
+from sync.services.message_queue import BROADCAST, MessageStore, ReadResult
 
 # Messages per store read while replaying or filling a hole.
 PAGE_SIZE = 500
@@ -51,29 +50,29 @@ class ReaderStream:
         """Begin after `cursor`, or at the head; return the head now.
 
         A cursor of another epoch (or beyond the head) stays untrusted until
-        read_missed() replaces it with a position of this store.
+        read_page() replaces it with a position of this store.
         """
         head = await self.store.ahead(self.user_id)
         self.position = head if cursor is None else cursor
         return head
 
-    async def read_missed(self) -> tuple[list[dict[str, Any]], bool]:
-        """Every stored message after the position; and whether some were lost."""
-        delivered: list[dict[str, Any]] = []
-        gap = False
-        while True:
-            result = await self.store.aread(
-                self.user_id,
-                cursor=self.position,
-                topics=self.topics,
-                limit=PAGE_SIZE,
-            )
-            gap = gap or result.gap
-            delivered += result.messages
-            # The store's position also covers broadcasts this reader skips.
-            self.position = result.position
-            if not result.has_more:
-                return delivered, gap
+    async def read_page(self, max_bytes: int) -> ReadResult:
+        """The next page of stored messages after the position, and move past it.
+
+        One page at a time, at most PAGE_SIZE messages and `max_bytes` of
+        text: the caller sends a page before it asks for the next, as fast
+        as its client reads (``hasMore`` says whether to ask).
+        """
+        result = await self.store.aread(
+            self.user_id,
+            cursor=self.position,
+            topics=self.topics,
+            limit=PAGE_SIZE,
+            max_bytes=max_bytes,
+        )
+        # The store's position also covers broadcasts this reader skips.
+        self.position = result.position
+        return result
 
     def judge(self, queue: str, seq: int, topics: list[str]) -> Verdict:
         """Classify a live event by its queue sequence number."""

@@ -20,6 +20,7 @@ from rest_framework.authtoken.models import Token
 
 from sync.services import get_realtime_sync, message_handler
 from sync.services.handlers import unregister
+from sync.services.paging import ReadResult
 from sync.services.streams import ReaderStream
 from tests.conftest import PASSWORD
 from tests.sync.test_consumers import (
@@ -209,10 +210,10 @@ async def test_subscribe_stops_once_the_store_gap_closed_the_socket(
 ):
     ws, _ = await ws_connect(user)
 
-    async def lost_everything(self):
-        return [], True
+    async def lost_everything(self, max_bytes):
+        return ReadResult([], self.position, 0, has_more=False, gap=True)
 
-    monkeypatch.setattr(ReaderStream, "read_missed", lost_everything)
+    monkeypatch.setattr(ReaderStream, "read_page", lost_everything)
     await ws.send_json_to({"type": "subscribe", "payload": {"topics": ["ops"]}})
 
     assert await receive_close_code(ws) == 4409  # and no `subscribed` before it

@@ -134,15 +134,15 @@ async def test_a_catch_up_asked_during_a_store_read_reads_again(
     ws, _ = await ws_connect(user)
     sync = get_realtime_sync()
     read_taken, release = asyncio.Event(), asyncio.Event()
-    read_missed = ReaderStream.read_missed
+    read_page = ReaderStream.read_page
 
-    async def slow_read_missed(stream):
-        answer = await read_missed(stream)  # the store's state now
+    async def slow_read_page(stream, max_bytes):
+        answer = await read_page(stream, max_bytes)  # the store's state now
         read_taken.set()
         await release.wait()
         return answer
 
-    monkeypatch.setattr(ReaderStream, "read_missed", slow_read_missed)
+    monkeypatch.setattr(ReaderStream, "read_page", slow_read_page)
     dropping_layer.drop = {1, 3}
     await sync.apublish("data.updated", {"n": 0}, user.pk)
     await sync.apublish("data.updated", {"n": 1}, user.pk)  # lost live
@@ -151,7 +151,7 @@ async def test_a_catch_up_asked_during_a_store_read_reads_again(
     await sync.apublish("data.updated", {"n": 3}, user.pk)  # lost, after the read
     dropping_layer.catch_up_all()
     await asyncio.sleep(0)
-    monkeypatch.setattr(ReaderStream, "read_missed", read_missed)
+    monkeypatch.setattr(ReaderStream, "read_page", read_page)
     release.set()
 
     assert await receive_numbers(ws, 4) == [0, 1, 2, 3]

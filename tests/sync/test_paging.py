@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sync.services.cursors import Position
+from sync.services.envelopes import Draft
 from sync.services.paging import (
     BROADCAST,
     NOTHING_DROPPED,
@@ -38,16 +39,33 @@ class ListQueue:
     def add(self, order: int, timestamp: int, topics: Iterable[str] = ()) -> None:
         self.last_seq += 1
         self.last_timestamp = timestamp
-        envelope = {"id": f"{self.queue}{self.last_seq}", "timestamp": timestamp}
-        envelope["topics"] = list(topics)
+        draft = Draft(
+            id=f"{self.queue}{self.last_seq}",
+            type="item",
+            payload_json=b"{}",
+            user_id=None,
+            topics=tuple(topics),
+            correlation_id=None,
+        )
+        prefix, suffix = draft.parts().with_timestamp(timestamp)
         self.entries.append(
-            StoredMessage(envelope, self.queue, self.last_seq, order, 0.0)
+            StoredMessage(
+                self.queue,
+                self.last_seq,
+                order,
+                timestamp,
+                0.0,
+                None,
+                tuple(topics),
+                prefix,
+                suffix,
+            )
         )
 
     def drop_oldest(self) -> None:
         entry = self.entries.pop(0)
         mark = DropMark(entry.seq, entry.timestamp)
-        self.drops.append((frozenset(entry.envelope["topics"]), mark))
+        self.drops.append((frozenset(entry.topics), mark))
 
     def dropped_for(self, topics: frozenset[str]) -> DropMark:
         seen = [m for audience, m in self.drops if not audience or audience & topics]
@@ -62,8 +80,10 @@ class ListQueue:
         return [entry for entry in self.entries if entry.seq > seq]
 
 
-def read(users, broadcasts, *, since=None, cursor=None, topics=(), limit=100):
-    request = PageRequest(since, cursor, frozenset(topics), limit)
+def read(
+    users, broadcasts, *, since=None, cursor=None, topics=(), limit=100, max_bytes=None
+):
+    request = PageRequest(since, cursor, frozenset(topics), limit, max_bytes)
     return read_page(EPOCH, users, broadcasts, request, NOW_MS)
 
 

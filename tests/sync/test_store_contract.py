@@ -906,3 +906,150 @@ def test_a_restarted_redis_keeps_acknowledged_messages(own_redis, clock):
     assert not everything.gap
     assert numbers(resumed.messages) == [3]  # same epoch: the cursor still holds
     assert not resumed.gap
+
+
+# Pages bounded by bytes, and the store's byte budget (abuse bounds) -------------
+
+
+def sized_message(user_id: str | None, number: int, size: int, topics=()) -> dict:
+    """A message whose payload holds `size` bytes of text."""
+    payload = {"n": number, "blob": "x" * size}
+    if user_id is None:
+        return build_message("announcement", payload, topics=topics)
+    return build_message("item.added", payload, user_id=user_id)
+
+
+def page_bytes(page) -> int:
+    return sum(len(frame) for frame in page.frames())
+
+
+@pytest.mark.parametrize("start", ["cursor", "since"])
+def test_pages_bounded_by_bytes_see_everything_once_in_order(any_store, start):
+    for number in range(12):
+        any_store.add_message(sized_message("1", number, 10_000))
+        any_store.add_message(sized_message(None, 100 + number, 10_000))
+    seen, cursor, since, pages = [], None, 0, 0
+    while True:
+        page = any_store.read(
+            "1", cursor=cursor, since=since, limit=1000, max_bytes=45_000
+        )
+        pages += 1
+        assert page_bytes(page) <= 45_000
+        seen += numbers(page.messages)
+        if start == "cursor":
+            cursor = page.position
+        else:
+            since = page.timestamp
+        if not page.has_more:
+            break
+
+    assert pages >= 6  # 24 messages of 10 kB, 4 to a page
+    expected = [
+        n for pair in zip(range(12), range(100, 112), strict=True) for n in pair
+    ]
+    assert seen == expected
+
+
+def test_a_message_larger_than_the_byte_bound_still_comes_alone(any_store):
+    any_store.add_message(sized_message("1", 1, 30_000))
+    any_store.add_message(sized_message("1", 2, 10))
+
+    first = any_store.read("1", since=0, max_bytes=1_000)
+    second = any_store.read("1", cursor=first.position, max_bytes=1_000)
+
+    assert numbers(first.messages) == [1]
+    assert first.has_more
+    assert numbers(second.messages) == [2]
+    assert not second.has_more
+
+
+def test_broadcasts_of_other_topics_count_toward_no_page(any_store):
+    # A reader of "ops" behind 20 large broadcasts for "sales" gets the ops
+    # message in its first page, and its cursor moves past all of them.
+    for number in range(20):
+        any_store.add_message(sized_message(None, number, 20_000, topics=["sales"]))
+    any_store.add_message(sized_message(None, 99, 10, topics=["ops"]))
+
+    page = any_store.read("1", since=0, topics=["ops"], max_bytes=30_000)
+
+    assert numbers(page.messages) == [99]
+    assert not page.has_more
+    assert page.position.broadcast_seq == 21
+
+
+def test_a_redis_read_never_fetches_much_more_than_a_page(redis_store):
+    # 1,000 messages of 20 kB (20 MB) in one queue: the read script returns
+    # a page and one message more, not the queue.
+    for number in range(1000):
+        redis_store.add_message(sized_message("1", number, 20_000))
+    reply = redis_store._run_raw(
+        "read",
+        *redis_store._read_args("1", page_request(100_000), redis_store._clock()),
+    )
+    fetched = sum(len(entry) for entry in reply[7]) + sum(len(e) for e in reply[8])
+    assert 100_000 < fetched < 100_000 + 2 * 20_100
+
+
+def page_request(max_bytes: int):
+    from sync.services.paging import PageRequest
+
+    return PageRequest(0, None, frozenset(), 1000, max_bytes)
+
+
+def test_past_the_byte_budget_the_oldest_messages_of_any_queue_go(
+    any_store, sync_config
+):
+    # Both stores bound the store as a whole: one user filling it pushes out
+    # the oldest messages, its own and others', and readers behind them see
+    # a gap; what the store charges never passes the budget.
+    sync_config(STORE_MAX_BYTES=1_048_576)
+    any_store.add_message(sized_message("bob", 0, 1_000))
+    for number in range(100):
+        any_store.add_message(sized_message("mallory", number, 20_000))
+
+    assert any_store.stats().total_bytes <= 1_048_576
+    assert any_store.read("bob", since=0).gap is True
+    kept = numbers(any_store.read("mallory", since=0, limit=1000).messages)
+    assert kept == list(range(100 - len(kept), 100))
+    assert 40 < len(kept) < 52  # ~1 MiB of 20 kB messages
+
+
+def test_the_charge_follows_what_is_kept_whatever_the_payload_shape(any_store):
+    # Charged bytes are the encoded text plus a fixed overhead: a payload
+    # of 10,000 empty objects costs its 30 kB, not what Python objects of it
+    # would take (about 700 kB).
+    message = build_message("item.added", {"a": [{}] * 9_998}, user_id="1")
+    any_store.add_message(message)
+    charged = any_store.stats().total_bytes
+    assert 30_000 < charged < 32_000
+
+
+def test_entries_stored_by_an_older_release_are_still_read(redis_store, redis_url):
+    # An older release kept one JSON envelope line per entry; during a
+    # rolling upgrade both kinds meet in one queue.
+    redis_store.add_message(user_message("1", 1))
+    client = redis.Redis.from_url(redis_url)
+    key = f"{redis_store._prefix}m:u:1"
+    [(entry, score)] = client.zrange(key, 0, -1, withscores=True)
+    header, topics, _ = entry.split(b"\n", 2)
+    envelope = {
+        "id": "msg_old",
+        "type": "item.added",
+        "payload": {"n": 0},
+        "timestamp": 0,
+        "userId": "1",
+        "topics": [],
+        "cursor": None,
+        "correlationId": None,
+    }
+    old = b"\n".join([header, topics, json.dumps(envelope).encode()])
+    client.zrem(key, entry)
+    client.zadd(key, {old: score})
+    client.close()
+
+    [message] = redis_store.read("1", since=0).messages
+
+    assert message["id"] == "msg_old"
+    assert message["payload"] == {"n": 0}
+    assert message["timestamp"] > 0
+    assert message["cursor"]

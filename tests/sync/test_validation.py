@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -49,6 +50,12 @@ def nested_dicts(depth: int) -> dict:
     for _ in range(depth - 1):
         payload = {"child": payload}
     return payload
+
+
+def decoded(encoded: bytes):
+    """What validate_payload accepted, read back."""
+    assert isinstance(encoded, bytes)
+    return json.loads(encoded)
 
 
 def payload_of_size(size: int) -> dict:
@@ -190,7 +197,7 @@ def test_payload_with_a_non_json_value_is_invalid_payload():
 def test_payload_exactly_at_the_byte_limit_is_accepted(sync_config):
     sync_config(MAX_PAYLOAD_BYTES=100)
     payload = payload_of_size(100)
-    assert validate_payload(payload) == payload
+    assert decoded(validate_payload(payload)) == payload
 
 
 def test_payload_one_byte_over_the_limit_is_payload_too_large(sync_config):
@@ -216,7 +223,7 @@ def test_payload_size_counts_bytes_not_characters(sync_config):
 
 def test_payload_nested_32_levels_is_accepted():
     payload = nested_dicts(32)
-    assert validate_payload(payload) == payload
+    assert decoded(validate_payload(payload)) == payload
 
 
 def test_payload_nested_33_levels_is_payload_too_deep():
@@ -229,7 +236,7 @@ def test_lists_count_as_nesting_levels():
     accepted: object = []
     for _ in range(30):
         accepted = [accepted]
-    assert validate_payload({"list": accepted}) == {"list": accepted}
+    assert decoded(validate_payload({"list": accepted})) == {"list": accepted}
     with rejected(exceptions.PayloadTooDeep, "payload_too_deep"):
         validate_payload({"list": [accepted]})
 
@@ -257,7 +264,7 @@ def test_poisonous_keys_are_forbidden_anywhere(key, make_payload):
 @pytest.mark.parametrize("key", ["__proto__", "constructor", "prototype"])
 def test_poisonous_words_are_fine_as_values(key):
     payload = {"name": key, "list": [key]}
-    assert validate_payload(payload) == payload
+    assert decoded(validate_payload(payload)) == payload
 
 
 @pytest.mark.parametrize(
@@ -278,15 +285,71 @@ def test_payload_with_a_lone_surrogate_is_invalid_unicode(payload):
 def test_payload_with_characters_beyond_the_bmp_is_accepted():
     # JSON writes these as surrogate pairs ("\\ud83d\\ude00"): valid Unicode.
     payload = {"emoji": "\U0001f600"}
-    assert validate_payload(payload) == payload
+    assert decoded(validate_payload(payload)) == payload
 
 
-def test_accepted_payload_is_a_private_copy():
+def test_accepted_payload_is_kept_as_text_the_caller_cannot_change():
     original = {"items": [1, 2], "nested": {"x": 1}}
     accepted = validate_payload(original)
     original["items"].append(3)
     original["nested"]["x"] = 2
-    assert accepted == {"items": [1, 2], "nested": {"x": 1}}
+    assert decoded(accepted) == {"items": [1, 2], "nested": {"x": 1}}
+
+
+def test_accepted_payload_is_compact_utf8_json():
+    assert validate_payload({"a": [1, 2], "t": "é😀"}) == (
+        '{"a":[1,2],"t":"é😀"}'.encode()
+    )
+
+
+# Payload complexity (values in all) -------------------------------------------
+
+
+def test_a_payload_of_exactly_the_allowed_values_is_accepted(sync_config):
+    sync_config(MAX_PAYLOAD_NODES=100)
+    # The object itself, its list, and 98 values in the list.
+    payload = {"a": list(range(98))}
+    assert decoded(validate_payload(payload)) == payload
+
+
+def test_one_value_more_is_payload_too_complex(sync_config):
+    sync_config(MAX_PAYLOAD_NODES=100)
+    with pytest.raises(exceptions.PayloadTooComplex) as caught:
+        validate_payload({"a": list(range(99))})
+    assert caught.value.code == "payload_too_complex"
+    assert caught.value.status_code == 400
+    assert caught.value.details == {"field": "payload", "limit": 100}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param({"a": [{}] * 100}, id="empty-objects"),
+        pytest.param({f"k{n}": n for n in range(100)}, id="keys"),
+        pytest.param({"a": [[1]] * 50}, id="nested-lists"),
+        pytest.param({"a": {"b": [None] * 60, "c": [True] * 40}}, id="spread"),
+    ],
+)
+def test_values_are_counted_at_any_depth_whatever_the_shape(sync_config, payload):
+    sync_config(MAX_PAYLOAD_NODES=100)
+    with pytest.raises(exceptions.PayloadTooComplex):
+        validate_payload(payload)
+
+
+def test_a_dict_heavy_payload_of_the_hostile_test_is_refused():
+    # 65,407 bytes of empty objects: under the byte limit, 21,802 values.
+    with pytest.raises(exceptions.PayloadTooComplex):
+        validate_payload({"a": [{}] * 21_800}, parsed=True)
+
+
+def test_values_past_the_limit_are_not_walked(sync_config):
+    # Refused from the sizes of its containers alone: a million values are
+    # never visited one by one (they would take about a second).
+    sync_config(MAX_PAYLOAD_NODES=10_000)
+    started = time.process_time()
+    with pytest.raises(exceptions.PayloadTooComplex):
+        validate_payload({"a": [[{}] * 1000] * 1000})
+    assert time.process_time() - started < 0.25
 
 
 # Topics -----------------------------------------------------------------------

@@ -24,7 +24,8 @@ def _payload(text: str) -> dict[str, Any]:
         message = error.message.replace("The body is", "--payload is")
         raise CommandError(f"{message} ({error.code})") from None
     with store_errors():
-        return validation.validate_payload(value)
+        validation.validate_payload(value, parsed=True)
+    return value
 
 
 class Command(BaseCommand):

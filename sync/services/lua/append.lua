@@ -9,9 +9,11 @@
 --
 -- ARGV: prefix, epoch candidate, now ms, ttl ms, max messages per queue,
 --       max tracked drop topics, kind ('u' or 'b'), user id, topics json,
---       envelope json, message id, publishing instance id
+--       envelope text ("<head>\n<middle>\n<tail>"), message id, publishing
+--       instance id, the store's byte budget
 -- Returns: {epoch, seq, order, timestamp, broadcast last_seq, messages dropped
---          over the cap (for the metrics; 0 in a repeated answer)}
+--          over the queue's cap, messages dropped over the byte budget} (the
+--          two counts for the metrics; absent in a repeated answer)
 --
 -- Idempotent by message id for as long as the message lives: a client that
 -- retries after a lost reply gets the first append's answer, so a message
@@ -55,6 +57,7 @@ local entry = fmt(seq) .. ' ' .. fmt(order) .. ' ' .. fmt(ts) .. ' ' .. fmt(expi
   .. '\n' .. ARGV[9] .. '\n' .. ARGV[10]
 redis.call('ZADD', P .. 'm:' .. queue, seq, entry)
 redis.call('ZADD', P .. 't:' .. queue, fmt(ts), seq)
+charge(queue, seq, order, entry)
 redis.call('HINCRBY', meta, 'messages', 1)
 -- NX: a queue already holding messages keeps its oldest one's expiry.
 redis.call('ZADD', P .. 'expiry', 'NX', fmt(expires), queue)
@@ -64,6 +67,9 @@ local overflow = 0
 while redis.call('ZCARD', P .. 'm:' .. queue) > max_messages do
   overflow = overflow + drop_oldest(queue, max_tracked)
 end
+-- The store as a whole, like the memory store: its oldest messages go
+-- first, so no user can fill Redis for everyone.
+local evicted = enforce_budget(num(ARGV[13]), max_tracked)
 -- Wakes long polls on every instance (their listeners filter by queue), and
 -- hands the entry to every other instance's delivery hub: one message per
 -- instance, not per socket.
@@ -73,4 +79,5 @@ if ARGV[11] ~= '' then
   redis.call('SET', appended_key, cjson.encode(reply), 'PX', fmt(math.max(num(ARGV[4]), 1)))
 end
 reply[6] = overflow
+reply[7] = evicted
 return reply

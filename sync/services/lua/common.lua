@@ -4,10 +4,15 @@
 -- Redis (or every key in one hash slot): Redis Cluster is not supported.
 --   <p>epoch           "<id> <started ms>", created once with SET NX
 --   <p>meta            hash: clock (ms, never steps back), order, last_ts,
---                      messages (stored now, all queues)
+--                      messages (stored now, all queues), bytes (charged
+--                      against the store's byte budget, all queues)
+--   <p>ledger          zset order -> "<queue> <seq>": every stored message in
+--                      publication order, to drop the store's oldest first
 --   <p>q:<queue>       hash: last_seq, last_ts, drop_seq, drop_ts
 --                      (q:b, the broadcast queue, also un_* and x_* marks)
---   <p>m:<queue>       zset seq -> entry "<seq> <order> <ts> <expires>\n<topics>\n<envelope>"
+--   <p>m:<queue>       zset seq -> entry "<seq> <order> <ts> <expires>\n<topics>\n
+--                      <head>\n<middle>\n<tail>": the envelope's JSON text
+--                      around its timestamp and cursor (sync/services/envelopes.py)
 --   <p>t:<queue>       zset timestamp -> seq, to find where a `since` starts
 --   <p>expiry          zset queue -> expiry (ms) of its oldest message: the
 --                      queues holding messages, soonest to expire first
@@ -16,6 +21,10 @@
 -- A user queue is "u:<user id>"; the broadcast queue is "b".
 
 local P = ARGV[1]
+
+-- Bytes charged per entry on top of its text: its members in m:, t: and the
+-- ledger, with their skiplist and hash nodes (measured with MEMORY USAGE).
+local ENTRY_OVERHEAD = 256
 
 local function num(value, default)
   return tonumber(value) or default or 0
@@ -41,8 +50,28 @@ end
 
 local function parse(entry)
   local seq, order, ts, expires, topics =
-    string.match(entry, '^(%d+) (%d+) (%d+) (%d+)\n([^\n]*)\n')
+    string.match(entry, '^(%d+) (%d+) (%d+) (%d+)\n([^\n]*)')
   return tonumber(seq), tonumber(ts), tonumber(expires), topics
+end
+
+-- An entry's position and audience only, for readers who skip its text.
+local function header(entry)
+  return string.match(entry, '^[^\n]*\n[^\n]*')
+end
+
+-- Count a new entry against the byte budget, in publication order.
+local function charge(queue, seq, order, entry)
+  redis.call('ZADD', P .. 'ledger', order, queue .. ' ' .. fmt(seq))
+  redis.call('HINCRBY', P .. 'meta', 'bytes', #entry + ENTRY_OVERHEAD)
+end
+
+-- An entry left its queue: it no longer counts against the budget.
+local function release(queue, seq, entry)
+  redis.call('ZREM', P .. 'ledger', queue .. ' ' .. fmt(seq))
+  local left = redis.call('HINCRBY', P .. 'meta', 'bytes', -(#entry + ENTRY_OVERHEAD))
+  if left < 0 then  -- entries stored before the budget was kept
+    redis.call('HSET', P .. 'meta', 'bytes', 0)
+  end
 end
 
 -- The newest dropped broadcast per audience (see _BroadcastQueue in
@@ -86,6 +115,7 @@ local function drop_oldest(queue, max_tracked)
   -- Timestamps grow with sequences, so the oldest stamp is the same message.
   redis.call('ZPOPMIN', P .. 't:' .. queue)
   local seq, ts, _, topics = parse(oldest[1])
+  release(queue, seq, oldest[1])
   redis.call('HSET', P .. 'q:' .. queue, 'drop_seq', fmt(seq), 'drop_ts', fmt(ts))
   if queue == 'b' then
     record_broadcast_drop(seq, ts, topics, max_tracked)
@@ -115,4 +145,25 @@ local function drop_expired(queue, now_ms, max_tracked)
     end
     dropped = dropped + drop_oldest(queue, max_tracked)
   end
+end
+
+-- Drop the store's oldest messages, whichever queue holds them, until its
+-- bytes are within `max_bytes`; return how many.
+local function enforce_budget(max_bytes, max_tracked)
+  local dropped = 0
+  while num(redis.call('HGET', P .. 'meta', 'bytes')) > max_bytes do
+    local oldest = redis.call('ZRANGE', P .. 'ledger', 0, 0)
+    if #oldest == 0 then
+      return dropped
+    end
+    local queue, seq = string.match(oldest[1], '^(%S+) (%d+)$')
+    -- The queue's oldest sequence, from its small timestamp index.
+    local first = redis.call('ZRANGE', P .. 't:' .. queue, 0, 0)
+    if #first > 0 and tonumber(first[1]) == tonumber(seq) then
+      dropped = dropped + drop_oldest(queue, max_tracked)
+    else
+      redis.call('ZREM', P .. 'ledger', oldest[1])  -- already gone
+    end
+  end
+  return dropped
 end

@@ -8,8 +8,9 @@
 -- means call again (at the same offset when the batch was emptied).
 local now_ms, max_tracked = num(ARGV[2]), num(ARGV[3])
 local expired_only, dry_run = ARGV[4] == 'expired', ARGV[5] == '1'
--- Entries read per ZRANGE while counting expired messages.
-local COUNT_CHUNK = 100
+-- Entries read per ZRANGE while counting expired messages (each up to a
+-- payload's size: a small chunk keeps the script's memory small).
+local COUNT_CHUNK = 16
 
 local queues
 if ARGV[6] ~= '' then

@@ -2,14 +2,17 @@
 --
 -- Expired messages of both queues are dropped first; then the queues'
 -- counters and drop marks, where the read starts, and the entries after
--- that start: up to limit + 1 user messages, and broadcasts until limit + 1
--- of them are visible to the reader (the invisible ones in between are
--- returned too, so cursors move past them). The paging rules themselves
--- stay in Python.
+-- that start, from each queue until one entry past a bound of the page:
+-- limit + 1 messages, or max_bytes of text crossed (a page holds at least
+-- one message). Whatever page Python's paging cuts from the two queues
+-- merged, each queue has returned all it needs, and Redis is never asked
+-- for more than about a page. Broadcasts the reader cannot see come back
+-- as their header only (position and topics), so cursors move past them
+-- without their text crossing the wire. The paging rules stay in Python.
 --
 -- ARGV: prefix, epoch candidate, now ms, max tracked drop topics, user id,
 --       mode ('cursor' or 'since'), cursor epoch or since, cursor user seq,
---       cursor broadcast seq, limit, topics json
+--       cursor broadcast seq, limit, topics json, max bytes (0: no bound)
 -- Returns: {epoch, clock, user state, broadcast state, topic marks,
 --           user from, broadcast from, user entries, broadcast entries,
 --           messages dropped as expired}
@@ -21,6 +24,9 @@ local max_tracked = num(ARGV[4])
 local queue = 'u:' .. ARGV[5]
 local limit = num(ARGV[10])
 local topics = cjson.decode(ARGV[11])
+local max_bytes = num(ARGV[12])
+-- Entries fetched per ZRANGEBYSCORE: a bound on what one call holds in memory.
+local BATCH = 16
 
 local expired = drop_expired(queue, now_ms, max_tracked)
   + drop_expired('b', now_ms, max_tracked)
@@ -83,34 +89,42 @@ local function visible(entry)
   return false
 end
 
-local function broadcasts_after(from)
-  local found, seen, start = {}, 0, '(' .. fmt(from)
-  local batch = limit + 1
+-- Entries of `queue` after sequence `from`, until one past a bound of the
+-- page; `show(entry)` is false for an entry the reader cannot see (its
+-- header only is kept, and it counts toward no bound).
+local function entries_after(queue, from, show)
+  local found, count, bytes, start = {}, 0, 0, '(' .. fmt(from)
   while true do
     local entries = redis.call(
-      'ZRANGEBYSCORE', P .. 'm:b', start, '+inf', 'LIMIT', 0, batch
+      'ZRANGEBYSCORE', P .. 'm:' .. queue, start, '+inf', 'LIMIT', 0, BATCH
     )
     for _, entry in ipairs(entries) do
-      found[#found + 1] = entry
-      if visible(entry) then
-        seen = seen + 1
-        if seen > limit then
+      if show(entry) then
+        found[#found + 1] = entry
+        count = count + 1
+        -- Its envelope's text only: never more than Python's paging counts
+        -- for it, so this side never stops short of the page Python cuts.
+        bytes = bytes + #entry - #header(entry)
+        if count > limit or (max_bytes > 0 and bytes > max_bytes and count > 1) then
           return found
         end
+      else
+        found[#found + 1] = header(entry)
       end
     end
-    if #entries < batch then
+    if #entries < BATCH then
       return found
     end
     start = '(' .. fmt(parse(entries[#entries]))
   end
 end
 
-local users = redis.call(
-  'ZRANGEBYSCORE', P .. 'm:' .. queue, '(' .. fmt(user_from), '+inf',
-  'LIMIT', 0, limit + 1
-)
+local function always()
+  return true
+end
+
 return {
   epoch, fmt(clock), user_state, broadcast_state, marks,
-  user_from, broadcast_from, users, broadcasts_after(broadcast_from), expired,
+  user_from, broadcast_from, entries_after(queue, user_from, always),
+  entries_after('b', broadcast_from, visible), expired,
 }
