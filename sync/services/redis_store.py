@@ -914,7 +914,11 @@ class RedisMessageStore(MessageStore):
         if event["type"] == "subscribe":
             listener.revocations_missed()
         elif event["type"] == "message":
-            user_id, token_key = json.loads(event["data"])
+            try:
+                user_id, token_key = json.loads(event["data"])
+            except (ValueError, TypeError):  # not ours: the subscription goes on
+                logger.warning("malformed revocation ignored")
+                return
             listener.revoked(str(user_id), token_key)
 
     async def aclose(self) -> None:

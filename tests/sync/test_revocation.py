@@ -358,6 +358,25 @@ async def test_a_process_hears_the_revocations_another_publishes(two_processes):
 
 
 @pytest.mark.redis
+async def test_a_malformed_revocation_is_ignored_and_the_listener_goes_on(
+    two_processes, redis_url, caplog
+):
+    here, elsewhere = two_processes
+    listener = await hearing(here)
+    client = redis.Redis.from_url(redis_url)
+
+    client.publish(here._revoke_channel, "not json")
+    client.publish(here._revoke_channel, '{"user": 7}')
+    client.close()
+    await elsewhere.apublish_revocation("7", None)
+
+    await wait_for(lambda: listener.revocations == [("7", None)])
+    assert listener.missed == 1  # never resubscribed
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings.count("malformed revocation ignored") == 2
+
+
+@pytest.mark.redis
 async def test_a_lost_subscription_counts_as_missed_revocations(two_processes):
     here, elsewhere = two_processes
     listener = await hearing(here)
