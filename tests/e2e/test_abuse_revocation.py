@@ -137,11 +137,14 @@ class Outcome:
         return sum(1 for start in self.probe.accepted_at if start > self.changed_at)
 
     def report(self, change: str, bound: str) -> str:
+        """One line of figures, printed by each test."""
+        after = self.accepted_after_change
+        before = len(self.probe.accepted_at) - after
         return (
             f"\n{change}: HTTP refused {self.refused_after:.3f} s after "
-            f"({self.accepted_after_change} requests accepted meanwhile, "
-            f"{len(self.probe.accepted_at)} before); socket closed with "
-            f"{self.close_code} {self.closed_after:.3f} s after; bound {bound}"
+            f"({after} requests accepted meanwhile, {before} before); socket "
+            f"closed with {self.close_code} {self.closed_after:.3f} s after; "
+            f"bound {bound}"
         )
 
 
