@@ -129,8 +129,9 @@ if REDIS_URL:
             "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
         }
     }
-    # The layer only carries revocations to other processes (messages go
-    # through the store's subscription). Pub/sub over RedisChannelLayer, as
+    # The layer only carries revocations to the sockets of other processes,
+    # beside the store's revocation channel (messages go through the store's
+    # subscription). Pub/sub over RedisChannelLayer, as
     # measured in docs/performance.md ("Channel layer"): joins never fail in
     # a reconnect storm (one subscription connection, not a pool of 100 that
     # raises past it), sockets survive a Redis restart instead of crashing

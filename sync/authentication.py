@@ -22,6 +22,7 @@ from rest_framework.authentication import (
 from rest_framework.exceptions import PermissionDenied
 
 from sync.exceptions import CsrfFailed
+from sync.services.revocation import ensure_revocations_heard
 from sync.token_cache import token_cache
 from sync.worker_threads import in_worker_thread
 
@@ -49,6 +50,7 @@ class CachedTokenAuthentication(TokenAuthentication):
         cached = token_cache.get(key)
         if cached is not None:
             return cached
+        ensure_revocations_heard()  # so a cached token is forgotten when revoked
         generation = token_cache.generation()
         user, token = super().authenticate_credentials(key)  # active users only
         token_cache.put(key, user, token, generation)

@@ -20,6 +20,10 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between sweeps that drop expired messages from idle queues.
     "CLEANUP_INTERVAL": 60,
     # Seconds between server pings; two silent intervals close a socket (4408).
+    # Each heartbeat re-checks sockets' users and tokens, and an API token is
+    # trusted from a process's cache this long at most: a revocation nothing
+    # announces (QuerySet.update, another host without Redis) takes effect
+    # within one interval, over HTTP and WebSocket alike.
     "HEARTBEAT_INTERVAL": 30,
     # Requests per window on every /api/* route, per user (per IP if anonymous).
     "RATE_LIMIT": "1000/15m",

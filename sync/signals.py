@@ -1,8 +1,10 @@
-"""Signal receivers that revoke WebSocket access (SPEC §5).
+"""Signal receivers that revoke access, in every process.
 
-Deactivating or deleting a user, or deleting the token that opened a socket,
-closes the socket with 4401. Changes that send no signal (``QuerySet.update``,
-raw SQL) are caught by the consumer's heartbeat re-check instead.
+Deactivating or deleting a user, or deleting a token, makes every process
+(with Redis) refuse the token over HTTP and close the sockets it opened with
+4401 (``sync.services.revocation``). Changes that send no signal
+(``QuerySet.update``, raw SQL) are caught by the consumer's heartbeat
+re-check and the token cache's lifetime of one heartbeat interval instead.
 """
 
 from __future__ import annotations

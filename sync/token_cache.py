@@ -2,11 +2,14 @@
 
 Without it every ``Authorization: Token`` request reads the token and its
 user from the database, a thread hop per request on the async path. An entry
-lives for ``TTL`` seconds and is dropped at once (and again when the
-transaction commits) when its token is deleted or its user is saved or
-deleted, so a revoked token or a deactivated user is refused on the next
-request. Changes that send no signal (``QuerySet.update``, raw SQL, another
-host) take effect within ``TTL`` seconds.
+is dropped at once (and again when the transaction commits) when its token
+is deleted or its user is saved or deleted in this process, and when another
+process revokes the token or the user (``sync.services.revocation``: with
+Redis every process hears every revocation), so a revoked token or a
+deactivated user is refused on the next request. An entry lives one
+heartbeat interval at most: changes nothing announces (``QuerySet.update``,
+raw SQL, another host without Redis) take effect over HTTP within the time
+the heartbeat's re-check takes to close the user's sockets.
 
 The receivers are connected when this module is first imported: the token
 authentication imports it, so they are in place before anything is cached.
@@ -23,6 +26,8 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
+from sync.conf import sync_settings
+
 Entry = tuple[Any, Any]  # (user, token)
 
 
@@ -35,18 +40,25 @@ class TokenCache:
     shared by concurrent requests: read it, never change it.
     """
 
-    # Seconds an entry is trusted without asking the database again.
-    TTL = 60.0
     MAX_ENTRIES = 10_000
     timer: Callable[[], float] = time.monotonic
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, Any, Any]] = {}  # key -> expiry, ...
-        self._keys_by_user: dict[Any, set[str]] = {}
+        self._keys_by_user: dict[str, set[str]] = {}  # str(user pk) -> keys
         # Bumped by every invalidation: a lookup that began before one must
         # not store what it read (it may be the revoked token).
         self._generation = 0
+
+    @property
+    def ttl(self) -> float:
+        """Seconds an entry is trusted without asking the database again.
+
+        One heartbeat interval: a change no revocation announces is then
+        refused over HTTP as soon as the heartbeat's re-check closes sockets.
+        """
+        return float(sync_settings.HEARTBEAT_INTERVAL)
 
     def generation(self) -> int:
         """Take before reading the database; hand to `put` afterwards."""
@@ -71,8 +83,8 @@ class TokenCache:
             if key not in self._entries and len(self._entries) >= self.MAX_ENTRIES:
                 self._drop(next(iter(self._entries)))
             self._entries.pop(key, None)  # re-inserted last: insertion = expiry order
-            self._entries[key] = (self.timer() + self.TTL, user, token)
-            self._keys_by_user.setdefault(user.pk, set()).add(key)
+            self._entries[key] = (self.timer() + self.ttl, user, token)
+            self._keys_by_user.setdefault(str(user.pk), set()).add(key)
 
     def forget_key(self, key: str) -> None:
         """Drop one token."""
@@ -81,14 +93,14 @@ class TokenCache:
             self._drop(key)
 
     def forget_user(self, user_id: Any) -> None:
-        """Drop every token of one user."""
+        """Drop every token of one user (`user_id`: the pk, or it as text)."""
         with self._lock:
             self._generation += 1
-            for key in list(self._keys_by_user.get(user_id, ())):
+            for key in list(self._keys_by_user.get(str(user_id), ())):
                 self._drop(key)
 
     def clear(self) -> None:
-        """Drop everything (tests)."""
+        """Drop everything: revocations may have been missed (or tests)."""
         with self._lock:
             self._generation += 1
             self._entries.clear()
@@ -101,11 +113,12 @@ class TokenCache:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
-        keys = self._keys_by_user.get(entry[1].pk)
+        user_id = str(entry[1].pk)
+        keys = self._keys_by_user.get(user_id)
         if keys is not None:
             keys.discard(key)
             if not keys:
-                del self._keys_by_user[entry[1].pk]
+                del self._keys_by_user[user_id]
 
 
 token_cache = TokenCache()

@@ -21,6 +21,7 @@ from sync.services.handlers import message_handler
 from sync.services.hub import DeliveryHub
 from sync.services.message_queue import MemoryMessageStore, MessageStore
 from sync.services.realtime import RealtimeSync
+from sync.services.revocation import HeardRevocations
 
 __all__ = [
     "RealtimeSync",
@@ -84,4 +85,5 @@ def _build(store: MessageStore) -> RealtimeSync:
     lifecycle.on_shutdown(metrics.mark_this_process_dead)
     hub = DeliveryHub()
     store.deliver_remote_to(hub)  # other instances' messages (Redis store)
+    store.hear_revocations(HeardRevocations(hub))  # every process's (Redis store)
     return RealtimeSync(store, hub, MemoryConnectionRegistry())

@@ -215,6 +215,18 @@ class MessageStore(abc.ABC):
         """
         return None
 
+    def hear_revocations(self, listener: Any) -> None:
+        """Hand other processes' revocations to `listener` (none here)."""
+        return None
+
+    def publish_revocation(self, user_id: str, token_key: str | None) -> None:
+        """Tell other processes access was revoked (none to tell here)."""
+        return None
+
+    async def apublish_revocation(self, user_id: str, token_key: str | None) -> None:
+        """Async twin of publish_revocation."""
+        return None
+
     async def aadd_message(self, message: dict[str, Any] | Draft) -> StoredMessage:
         """Async twin of add_message."""
         return self.add_message(message)

@@ -24,7 +24,10 @@ thread, started by the first long poll) that wakes the matching local
 waiters, whichever instance appended. A (re)subscription wakes every waiter
 once, to re-check what was published while it was not listening. The same
 subscription hands other instances' messages to the local delivery hub
-(`deliver_remote_to`), for live WebSocket delivery.
+(`deliver_remote_to`), for live WebSocket delivery, and, on a second channel,
+every process's revocations (a deleted token, a deactivated user) to the
+service layer (`hear_revocations`), so every process drops its cached token
+and closes its sockets at once, whether or not it holds a socket of that user.
 """
 
 from __future__ import annotations
@@ -329,20 +332,34 @@ class RemoteDelivery(Protocol):
     def catch_up_all(self) -> None: ...
 
 
+class RevocationListener(Protocol):
+    """What hears the revocations any process publishes (the service layer)."""
+
+    def revoked(self, user_id: str, token_key: str | None) -> None: ...
+
+    def revocations_missed(self) -> None: ...
+
+
 class _WakeListener(threading.Thread):
-    """The one subscription of a store object: wakes its long polls, and
-    hands other instances' messages to this process's hub.
+    """The one subscription of a store object: wakes its long polls, hands
+    other instances' messages to this process's hub, and revocations to the
+    service layer.
 
     A thread rather than a task: long polls run on whichever event loop
     serves them, and waking a waiter is thread-safe.
     """
 
     def __init__(
-        self, client: redis.Redis, channel: str, store: RedisMessageStore
+        self,
+        client: redis.Redis,
+        channel: str,
+        store: RedisMessageStore,
+        revoke_channel: str,
     ) -> None:
         super().__init__(name="sync-store-wake", daemon=True)
         self._client = client
         self._channel = channel
+        self._revoke_channel = revoke_channel
         self._waiters = store._waiters
         self._store = store
         self._stopping = threading.Event()
@@ -368,7 +385,7 @@ class _WakeListener(threading.Thread):
     def _listen(self) -> None:
         self._pubsub = pubsub = self._client.pubsub()
         try:
-            pubsub.subscribe(self._channel)
+            pubsub.subscribe(self._channel, self._revoke_channel)
             while not self._stopping.is_set():
                 event = pubsub.get_message(timeout=LISTEN_POLL_SECONDS)
                 if event is not None:
@@ -377,7 +394,9 @@ class _WakeListener(threading.Thread):
             pubsub.close()
 
     def _handle(self, event: dict[str, Any]) -> None:
-        if event["type"] == "subscribe":
+        if event["channel"] == self._revoke_channel.encode():
+            self._store._heard_revocation(event)
+        elif event["type"] == "subscribe":
             self._lost = False
             self._waiters.wake(None)  # re-check what came while not listening
             self._store._resubscribed()
@@ -436,6 +455,8 @@ class RedisMessageStore(MessageStore):
         # Tells this process's own publications from other instances'.
         self.instance_id = secrets.token_hex(8)
         self._remote: RemoteDelivery | None = None
+        self._revoke_channel = f"{prefix}revoke"
+        self._revocations: RevocationListener | None = None
 
     @property
     def epoch(self) -> str:
@@ -939,8 +960,46 @@ class RedisMessageStore(MessageStore):
                 client = redis.Redis.from_url(
                     self._url, **{**self._client_options(), "decode_responses": False}
                 )
-                self._listener = _WakeListener(client, channel, self)
+                self._listener = _WakeListener(
+                    client, channel, self, self._revoke_channel
+                )
                 self._listener.start()
+
+    # Revocations ---------------------------------------------------------------
+
+    def hear_revocations(self, listener: RevocationListener) -> None:
+        """Hand every process's revocations to `listener`, from the listener
+        thread: `revoked(user_id, token_key)` for each (token_key None: all of
+        the user's), and `revocations_missed()` whenever the subscription
+        starts or comes back, since those published meanwhile never came.
+        """
+        self._revocations = listener
+        self._ensure_listener()
+
+    def publish_revocation(self, user_id: str, token_key: str | None) -> None:
+        """Tell every process on this Redis, this one included."""
+        with _translate_redis_errors():
+            self._client.publish(self._revoke_channel, json.dumps([user_id, token_key]))
+
+    async def apublish_revocation(self, user_id: str, token_key: str | None) -> None:
+        """Async twin of publish_revocation."""
+        message = json.dumps([user_id, token_key])
+        with _translate_redis_errors():
+            await self._async_client().publish(self._revoke_channel, message)
+
+    def _heard_revocation(self, event: dict[str, Any]) -> None:
+        listener = self._revocations
+        if listener is None:
+            return
+        if event["type"] == "subscribe":
+            listener.revocations_missed()
+        elif event["type"] == "message":
+            try:
+                user_id, token_key = json.loads(event["data"])
+            except (ValueError, TypeError):  # not ours: the subscription goes on
+                logger.warning("malformed revocation ignored")
+                return
+            listener.revoked(str(user_id), token_key)
 
     async def aclose(self) -> None:
         """Close this loop's connections and stop the listener (tests)."""

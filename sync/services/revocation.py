@@ -1,17 +1,28 @@
-"""Closing the sockets of users and tokens that lost the right to connect.
+"""Revoking access: cached tokens and open sockets, in every process.
 
-A revocation travels on the user's group, which every socket of that user
-already listens on, as ``{"type": "sync.revoke", "token": <key or None>}``:
-None closes every socket of the user, a key closes those opened with that
-token. The event reaches sockets at once wherever the channel layer does (this
-process, or every process with Redis). Changes it cannot reach (a shell on
-another host without Redis, ``QuerySet.update``) are caught by the heartbeat,
-which asks ``afind_revoked`` for all the sockets it pings at once.
+A revocation (a deleted token, a deactivated or deleted user) is applied in
+the process that made it, at once: its token cache forgets the token (or
+every token of the user) and its hub closes the sockets opened with it with
+4401. It is then published for the other processes: with Redis, on the
+store's revocation channel, which every process subscribes to with the one
+subscription it already holds for the store (`HeardRevocations` applies what
+it hears), whether or not it holds a socket of that user and whether or not
+it ever opened one; the channel layer also carries
+``{"type": "sync.revoke", "token": <key or None>}`` to the user's group,
+which every socket of that user listens on. None closes every socket of the
+user, a key those opened with that token.
+
+Changes nothing publishes (a shell on another host without Redis,
+``QuerySet.update``) are caught by the heartbeat, which asks
+``afind_revoked`` for all the sockets it pings at once, and by the token
+cache's lifetime of one heartbeat interval.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -21,6 +32,8 @@ from django.contrib.auth import get_user_model
 from django.db import DEFAULT_DB_ALIAS, transaction
 
 from sync.services.groups import cross_process_layer, user_group
+from sync.services.hub import DeliveryHub
+from sync.token_cache import token_cache
 
 logger = logging.getLogger(__name__)
 
@@ -32,41 +45,100 @@ def revoke_event(token_key: str | None) -> dict[str, Any]:
     return {"type": REVOKE_EVENT, "token": token_key}
 
 
-async def _asend(user_id: Any, token_key: str | None) -> None:
-    """Close this process's sockets through the hub, and tell other processes
-    through the shared channel layer; a failing layer is logged, never raised.
+def revoke_here(hub: DeliveryHub, user_id: Any, token_key: str | None) -> None:
+    """Apply a revocation to this process: its cached tokens, then its sockets."""
+    if token_key is None:
+        token_cache.forget_user(user_id)
+    else:
+        token_cache.forget_key(token_key)
+    hub.revoke(str(user_id), token_key)
 
-    Deleting a user in the admin must not fail because Redis is away: the
-    heartbeat's re-check still closes the socket within one interval.
+
+class HeardRevocations:
+    """Applies here what any process publishes (see RedisMessageStore)."""
+
+    def __init__(self, hub: DeliveryHub) -> None:
+        self._hub = hub
+
+    def revoked(self, user_id: str, token_key: str | None) -> None:
+        """A revocation made anywhere, this process included (applied twice)."""
+        revoke_here(self._hub, user_id, token_key)
+
+    def revocations_missed(self) -> None:
+        """Not listening for a while: any cached token may be revoked."""
+        token_cache.clear()
+
+
+def ensure_revocations_heard() -> None:
+    """Subscribe this process to every process's revocations (with Redis).
+
+    Building the service does it; the token cache calls this before caching,
+    in case this process has served no sync request yet.
     """
     from sync.services import get_realtime_sync
 
-    get_realtime_sync().hub.revoke(str(user_id), token_key)
+    get_realtime_sync()
+
+
+@contextlib.contextmanager
+def _failure_logged(user_id: Any, route: str) -> Iterator[None]:
+    """A revocation that cannot be published is logged, never raised.
+
+    Deleting a user in the admin must not fail because Redis is away: cached
+    tokens expire and the heartbeat's re-check closes sockets within one
+    interval.
+    """
     try:
-        layer = cross_process_layer()
-        if layer is not None:
-            await layer.group_send(user_group(user_id), revoke_event(token_key))
+        yield
     except Exception:
         logger.warning(
-            "revocation not sent; the heartbeat re-check will close the sockets",
+            "revocation not sent through the %s; cached tokens expire and the "
+            "heartbeat re-check closes sockets within one interval",
+            route,
             extra={"user_id": str(user_id)},
             exc_info=True,
         )
 
 
+async def _agroup_send(user_id: Any, token_key: str | None) -> None:
+    """The event to the user's group, for sockets of other processes."""
+    with _failure_logged(user_id, "channel layer"):
+        layer = cross_process_layer()
+        if layer is not None:
+            await layer.group_send(user_group(user_id), revoke_event(token_key))
+
+
+async def _asend(user_id: Any, token_key: str | None) -> None:
+    """Apply here, then tell the other processes (failures logged)."""
+    from sync.services import get_realtime_sync
+
+    sync = get_realtime_sync()
+    revoke_here(sync.hub, user_id, token_key)
+    with _failure_logged(user_id, "store"):
+        await sync.store.apublish_revocation(str(user_id), token_key)
+    await _agroup_send(user_id, token_key)
+
+
+def _send(user_id: Any, token_key: str | None) -> None:
+    """Sync twin of _asend; the store is told with its sync client, so a
+    process with no event loop (``manage.py shell``) opens no loop's pool."""
+    from sync.services import get_realtime_sync
+
+    sync = get_realtime_sync()
+    revoke_here(sync.hub, user_id, token_key)
+    with _failure_logged(user_id, "store"):
+        sync.store.publish_revocation(str(user_id), token_key)
+    async_to_sync(_agroup_send)(user_id, token_key)
+
+
 async def arevoke_user(user_id: Any) -> None:
-    """Close every open socket of the user (deactivated or deleted)."""
+    """Refuse every token and close every open socket of the user."""
     await _asend(user_id, None)
 
 
 async def arevoke_token(user_id: Any, token_key: str) -> None:
-    """Close the user's sockets that were opened with `token_key`."""
+    """Refuse `token_key`, and close the user's sockets it opened."""
     await _asend(user_id, token_key)
-
-
-def _send(user_id: Any, token_key: str | None) -> None:
-    """Sync bridge to _asend (which logs failures instead of raising)."""
-    async_to_sync(_asend)(user_id, token_key)
 
 
 def revoke_user(user_id: Any, using: str = DEFAULT_DB_ALIAS) -> None:

@@ -1,29 +1,41 @@
-"""Revocation (SPEC §5): what a socket of the user would receive, and the re-check.
+"""Revocation: what a socket of the user would receive, what every process
+hears, and the re-check.
 
-Each test listens on the user's group of the in-memory channel layer, as every
-socket of that user does, and asserts the event that would close it (or that
-none arrives). Model changes run in a worker thread, as in a server.
+Most tests listen on the user's group of the in-memory channel layer, as
+every socket of that user does, and assert the event that would close it (or
+that none arrives). With Redis, two store objects on one prefix stand for two
+processes: what one publishes on the revocation channel, the other's
+listener hears, and applies to its token cache and its sockets. Model
+changes run in a worker thread, as in a server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from collections.abc import AsyncIterator
 from unittest import mock
 
 import pytest
+import redis
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
-from sync.services import revocation
+from sync.exceptions import StoreUnavailable
+from sync.services import get_realtime_sync, reset_services, revocation
 from sync.services.groups import user_group
+from sync.services.hub import DeliveryHub
+from sync.services.redis_store import RedisMessageStore
 from sync.services.revocation import (
     REVOKE_EVENT,
+    HeardRevocations,
     arevoke_token,
     arevoke_user,
 )
+from sync.token_cache import token_cache
 
 EVERY_SOCKET = {"type": "sync.revoke", "token": None}
 
@@ -36,6 +48,13 @@ class Rollback(Exception):
 async def fresh_channel_layer():
     """Queues left by an earlier test belong to that test's (closed) event loop."""
     await get_channel_layer().flush()
+
+
+@pytest.fixture(autouse=True)
+def empty_token_cache():
+    token_cache.clear()
+    yield
+    token_cache.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -263,3 +282,169 @@ async def test_one_batched_check_finds_every_kind_of_revocation(
         (third.pk, third_key),
         (user.pk, third_key),
     }
+
+
+# Every process hears every revocation (the store's channel, with Redis) ----------
+
+
+class RecordingListener:
+    """Stands in for the service layer of one process: what it hears."""
+
+    def __init__(self) -> None:
+        self.revocations: list[tuple[str, str | None]] = []
+        self.missed = 0
+
+    def revoked(self, user_id: str, token_key: str | None) -> None:
+        self.revocations.append((user_id, token_key))
+
+    def revocations_missed(self) -> None:
+        self.missed += 1
+
+
+class RecordingSocket:
+    """Stands in for a consumer registered with the hub."""
+
+    def __init__(self) -> None:
+        self.revoked_by: list[str | None] = []
+
+    def revoke(self, token_key: str | None) -> None:
+        self.revoked_by.append(token_key)
+
+
+async def wait_for(condition, timeout: float = 3.0) -> None:
+    """Until `condition()` holds (the listener runs in its own thread)."""
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the condition never held")
+
+
+@pytest.fixture
+async def two_processes(redis_url) -> AsyncIterator[tuple[RedisMessageStore, ...]]:
+    """Two store objects on one Redis prefix, as two server processes hold."""
+    prefix = f"test:revoke:{uuid.uuid4().hex}:"
+    stores = (
+        RedisMessageStore(redis_url, prefix=prefix),
+        RedisMessageStore(redis_url, prefix=prefix),
+    )
+    yield stores
+    for store in stores:
+        await store.aclose()
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+async def hearing(store: RedisMessageStore) -> RecordingListener:
+    """A listener for `store`'s revocations, once it is subscribed."""
+    listener = RecordingListener()
+    store.hear_revocations(listener)
+    await wait_for(lambda: listener.missed == 1)  # subscribed
+    return listener
+
+
+@pytest.mark.redis
+async def test_a_process_hears_the_revocations_another_publishes(two_processes):
+    here, elsewhere = two_processes
+    listener = await hearing(here)
+
+    await asyncio.to_thread(elsewhere.publish_revocation, "7", "key-7")
+    await elsewhere.apublish_revocation("8", None)
+
+    await wait_for(lambda: len(listener.revocations) == 2)
+    assert listener.revocations == [("7", "key-7"), ("8", None)]
+
+
+@pytest.mark.redis
+async def test_a_malformed_revocation_is_ignored_and_the_listener_goes_on(
+    two_processes, redis_url, caplog
+):
+    here, elsewhere = two_processes
+    listener = await hearing(here)
+    client = redis.Redis.from_url(redis_url)
+
+    client.publish(here._revoke_channel, "not json")
+    client.publish(here._revoke_channel, '{"user": 7}')
+    client.close()
+    await elsewhere.apublish_revocation("7", None)
+
+    await wait_for(lambda: listener.revocations == [("7", None)])
+    assert listener.missed == 1  # never resubscribed
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings.count("malformed revocation ignored") == 2
+
+
+@pytest.mark.redis
+async def test_a_lost_subscription_counts_as_missed_revocations(two_processes):
+    here, elsewhere = two_processes
+    listener = await hearing(here)
+
+    here._listener._pubsub.connection.disconnect()  # as if Redis dropped it
+    await wait_for(lambda: listener.missed == 2)  # subscribed again
+    await elsewhere.apublish_revocation("7", None)
+
+    await wait_for(lambda: listener.revocations == [("7", None)])
+
+
+@pytest.mark.redis
+async def test_deleting_a_token_tells_every_process_through_the_store(
+    two_processes, user
+):
+    here, elsewhere = two_processes
+    reset_services(here)
+    listener = await hearing(elsewhere)
+    key = await token_for(user)
+
+    await Token.objects.filter(key=key).adelete()
+    await deactivate(user)
+
+    expected = [(str(user.pk), key), (str(user.pk), None)]
+    await wait_for(lambda: listener.revocations == expected)
+
+
+async def test_a_heard_revocation_forgets_cached_tokens_and_closes_sockets(
+    user, other_user
+):
+    hub = DeliveryHub()
+    socket = RecordingSocket()
+    hub.add(socket, str(user.pk))
+    heard = HeardRevocations(hub)
+    tokens = {person.pk: await token_for(person) for person in (user, other_user)}
+    for person in (user, other_user):
+        generation = token_cache.generation()
+        token_cache.put(tokens[person.pk], person, tokens[person.pk], generation)
+
+    heard.revoked(str(user.pk), tokens[user.pk])
+    assert token_cache.get(tokens[user.pk]) is None
+    heard.revoked(str(other_user.pk), None)
+
+    assert token_cache.get(tokens[other_user.pk]) is None
+    assert socket.revoked_by == [tokens[user.pk]]
+    assert len(token_cache) == 0
+
+
+async def test_missed_revocations_empty_the_token_cache(user):
+    key = await token_for(user)
+    token_cache.put(key, user, key, token_cache.generation())
+
+    HeardRevocations(DeliveryHub()).revocations_missed()
+
+    assert token_cache.get(key) is None
+
+
+async def test_a_store_that_cannot_publish_does_not_fail_the_deletion(
+    user, django_user_model, caplog
+):
+    store = get_realtime_sync().store
+    refusing = mock.patch.object(
+        store, "publish_revocation", side_effect=StoreUnavailable()
+    )
+
+    with refusing:
+        await user.adelete()
+
+    assert not await django_user_model.objects.filter(pk=user.pk).aexists()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("revocation not sent through the store" in w for w in warnings)

@@ -1,0 +1,121 @@
+"""The per-process token cache: its bound, its lifetime, and what empties it.
+
+An entry is trusted one heartbeat interval at most (read when it is cached,
+so settings changed later apply to later entries); revocations drop entries
+by token or by user, the user given as its pk or as text (revocations heard
+from other processes carry it as text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from sync.token_cache import TokenCache
+from tests.conftest import FakeClock
+
+
+@dataclass(frozen=True)
+class FakeUser:
+    pk: int
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def cache(clock) -> TokenCache:
+    cache = TokenCache()
+    cache.timer = clock
+    return cache
+
+
+def cache_token(cache: TokenCache, key: str, pk: int) -> None:
+    cache.put(key, FakeUser(pk), key, cache.generation())
+
+
+# Lifetime ------------------------------------------------------------------------
+
+
+def test_an_entry_is_trusted_for_one_heartbeat_interval(cache, clock, sync_config):
+    sync_config(HEARTBEAT_INTERVAL=3)
+    cache_token(cache, "k1", 1)
+
+    clock.advance(2.9)
+    assert cache.get("k1") == (FakeUser(1), "k1")
+    clock.advance(0.1)
+    assert cache.get("k1") is None
+
+
+def test_the_interval_is_read_when_an_entry_is_cached(cache, clock, sync_config):
+    sync_config(HEARTBEAT_INTERVAL=30)
+    cache_token(cache, "early", 1)
+    sync_config(HEARTBEAT_INTERVAL=2)
+    cache_token(cache, "late", 2)
+
+    clock.advance(2)
+
+    assert cache.ttl == 2
+    assert cache.get("late") is None
+    assert cache.get("early") == (FakeUser(1), "early")
+
+
+def test_the_default_lifetime_is_the_default_heartbeat_interval(cache):
+    assert cache.ttl == 30
+
+
+# Revocations ---------------------------------------------------------------------
+
+
+def test_forget_user_drops_every_token_of_that_user_only(cache):
+    for key, pk in (("a1", 1), ("a2", 1), ("b1", 2)):
+        cache_token(cache, key, pk)
+
+    cache.forget_user(1)
+
+    assert (cache.get("a1"), cache.get("a2")) == (None, None)
+    assert cache.get("b1") == (FakeUser(2), "b1")
+
+
+def test_forget_user_takes_the_pk_as_text(cache):
+    cache_token(cache, "a1", 1)
+
+    cache.forget_user("1")
+
+    assert cache.get("a1") is None
+    assert len(cache) == 0
+
+
+def test_lookup_begun_before_a_revocation_is_not_cached(cache):
+    generation = cache.generation()  # a lookup starts reading the database
+    cache.forget_key("k1")  # meanwhile the token is deleted
+    cache.put("k1", FakeUser(1), "k1", generation)
+
+    assert cache.get("k1") is None
+
+
+def test_clearing_refuses_lookups_begun_before_it(cache):
+    cache_token(cache, "a1", 1)
+    generation = cache.generation()
+
+    cache.clear()  # revocations may have been missed
+    cache.put("b1", FakeUser(2), "b1", generation)
+
+    assert (cache.get("a1"), cache.get("b1")) == (None, None)
+
+
+# Bound ---------------------------------------------------------------------------
+
+
+def test_full_cache_evicts_the_oldest_entry(monkeypatch):
+    monkeypatch.setattr(TokenCache, "MAX_ENTRIES", 2)
+    cache = TokenCache()
+    for key, pk in (("k1", 1), ("k2", 2), ("k3", 3)):
+        cache_token(cache, key, pk)
+
+    assert cache.get("k1") is None
+    assert cache.get("k2") == (FakeUser(2), "k2")
+    assert len(cache) == 2
