@@ -1220,3 +1220,65 @@ async def test_frames_cause_no_database_housekeeping(ws_connect, user, monkeypat
         assert (await receive_frame(ws))["type"] == "pong"
 
     assert calls == []
+
+
+# Replays page by page (abuse bounds) ------------------------------------------
+
+
+@pytest.fixture
+def page_reads(monkeypatch):
+    """Counts the store pages read by sockets, and their byte bounds."""
+    from sync.services.streams import ReaderStream
+
+    reads: list[int] = []
+    read_page = ReaderStream.read_page
+
+    async def counted(stream, max_bytes):
+        reads.append(max_bytes)
+        return await read_page(stream, max_bytes)
+
+    monkeypatch.setattr(ReaderStream, "read_page", counted)
+    return reads
+
+
+async def test_a_long_replay_comes_page_by_page_in_order(
+    ws_connect, user, sync_config, page_reads
+):
+    # Pages of 64 kB: 30 messages of 20 kB take 10 pages, all delivered once.
+    sync_config(POLL_MAX_BYTES=65_536, WS_MAX_PENDING_BYTES=262_144)
+    sync = get_realtime_sync()
+    for number in range(30):
+        payload = {"n": number, "blob": "x" * 20_000}
+        await sync.apublish("data.updated", payload, user.pk)
+
+    ws, first = await ws_connect(user, query="cursor=x-0-0")
+
+    assert_established(first, user, recovered=False)
+    replayed = await receive_frames(ws, 30)
+    assert [message["payload"]["n"] for message in replayed] == list(range(30))
+    assert len(page_reads) >= 10
+    assert set(page_reads) == {65_536}
+    await assert_silent(ws)
+
+
+async def test_a_replay_whose_client_stops_reading_closes_4413_and_reads_no_more(
+    ws_connect, user, sync_config, page_reads, monkeypatch
+):
+    from sync.outbox import Outbox
+
+    sync_config(POLL_MAX_BYTES=65_536, WS_MAX_PENDING_BYTES=262_144)
+    sync = get_realtime_sync()
+    for number in range(30):
+        payload = {"n": number, "blob": "x" * 20_000}
+        await sync.apublish("data.updated", payload, user.pk)
+
+    async def never_room(self, room, timeout):
+        return False  # the client reads nothing for two heartbeats
+
+    monkeypatch.setattr(Outbox, "wait_for_room", never_room)
+    ws, _ = await ws_connect(user, query="cursor=x-0-0")
+
+    frames = [await receive_frame(ws) for _ in range(3)]  # the first page only
+    assert [frame["payload"]["n"] for frame in frames] == [0, 1, 2]
+    assert await receive_close_code(ws) == 4413
+    assert len(page_reads) == 1

@@ -5,6 +5,8 @@ The contract it shares with the Redis backend is in test_store_contract.py.
 
 from __future__ import annotations
 
+import pytest
+
 from sync.services.message_queue import (
     STALE_ENTRY_BYTES,
     MemoryMessageStore,
@@ -58,3 +60,35 @@ def test_the_byte_budget_counts_what_ttl_and_overflow_left_behind(store, sync_co
     assert stats.total_messages == 14  # two per user, well within the budget
     assert stats.total_bytes <= 20 * one
     assert len(store._ledger.entries) <= 20 * one // STALE_ENTRY_BYTES
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param({"a": [{}] * 9_997}, id="dict-heavy"),
+        pytest.param({"s": "é" * 20_000}, id="utf8-text"),
+        pytest.param({"n": 1}, id="tiny"),
+        pytest.param({f"k{n}": [n, {"v": n}] for n in range(1_000)}, id="mixed"),
+    ],
+)
+def test_what_the_store_charges_is_what_it_holds_in_memory(payload):
+    # The byte budget bounds real memory only if the charge follows it,
+    # whatever the payload's shape (issue 15: a dict-heavy payload held 24x
+    # its charge as parsed objects).
+    import tracemalloc
+
+    store = MemoryMessageStore()
+    messages = [
+        build_message("item.added", payload, user_id=str(n % 7)) for n in range(200)
+    ]
+    drafts = [message.draft() for message in messages]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for draft in drafts:
+        store.add_message(draft)
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+
+    charged = store.stats().total_bytes
+    assert held <= charged * 1.1
+    assert held >= charged * 0.5  # the charge is no gross overestimate either

@@ -77,3 +77,74 @@ async def test_a_send_racing_the_clients_close_ends_quietly(caplog):
     assert outbox.closed
     assert not outbox.put_text("later")
     assert "ERROR" not in caplog.text
+
+
+# Room for long outputs written piece by piece (replays) -------------------------
+
+
+async def test_waiting_for_room_ends_once_the_client_has_read_enough():
+    client = StuckClient(reads=1)
+    outbox = Outbox(client, limit=1000)
+    for text in ("a" * 100, "b" * 100, "c" * 100, "d" * 100):
+        assert outbox.put_text(text)
+    await settle()
+    assert outbox.pending_bytes == 200  # c and d wait behind the stuck b
+
+    waiting = asyncio.ensure_future(outbox.wait_for_room(100, timeout=5))
+    await settle()
+    assert not waiting.done()
+    client.unblock.set()
+
+    assert await waiting is True
+    assert outbox.pending_bytes <= 100
+
+
+async def test_waiting_for_room_gives_up_on_a_client_that_reads_nothing():
+    client = StuckClient(reads=1)
+    outbox = Outbox(client, limit=1000)
+    for text in ("a" * 100, "b" * 100, "c" * 100):
+        assert outbox.put_text(text)
+    await settle()
+
+    assert await outbox.wait_for_room(50, timeout=0.05) is False
+
+
+async def test_waiting_for_room_stops_at_once_when_the_socket_closes():
+    client = StuckClient(reads=1)
+    outbox = Outbox(client, limit=1000)
+    for text in ("a" * 100, "b" * 100, "c" * 100):
+        assert outbox.put_text(text)
+    await settle()
+    waiting = asyncio.ensure_future(outbox.wait_for_room(50, timeout=5))
+    await settle()
+
+    outbox.stop()  # the client went away
+
+    assert await asyncio.wait_for(waiting, 1) is False
+
+
+async def test_giving_up_on_a_slow_client_drops_its_backlog_and_closes_4413():
+    client = StuckClient(reads=1)
+    outbox = Outbox(client, limit=1000)
+    for text in ("a", "b", "c"):
+        assert outbox.put_text(text)
+    await settle()
+
+    outbox.give_up_on_slow_client()
+    client.unblock.set()
+    await outbox.drain(1)
+
+    assert outbox.overflowed
+    # b was stuck in the server's send: cancelled with the rest.
+    assert [message.get("text") for message in client.sent] == ["a", None]
+    assert client.sent[-1] == {"type": "websocket.close", "code": CLOSE_SLOW_CONSUMER}
+
+
+async def test_a_stated_size_counts_instead_of_the_texts_length():
+    # Stored messages may hold UTF-8 beyond ASCII: their size in bytes is
+    # known and counted, not their count of characters.
+    client = StuckClient(reads=0)
+    outbox = Outbox(client, limit=100)
+    assert outbox.put_text("é" * 10, size=20)  # in flight
+    assert outbox.put_text("é" * 40, size=80)  # 80 pending
+    assert not outbox.put_text("é" * 11, size=22)  # 102 > 100
