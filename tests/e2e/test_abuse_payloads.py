@@ -461,9 +461,9 @@ def run_attacker(url: str, sockets: int, frames_each: int) -> int:
 
 
 async def test_another_users_pings_stay_fast_while_one_user_sends_the_worst(
-    asgi_server, sockets
+    dedicated_asgi_server, sockets
 ):
-    server = asgi_server()  # the default limits
+    server = dedicated_asgi_server()  # the default limits; alice's queue fills
     probe = PingProbe(await sockets.open(server, "bob"))
     baseline = await probe.run(1.5)
 
