@@ -13,6 +13,7 @@ from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from sync.ratelimit import reset_counters
 from sync.services import reset_services
 from sync.services.message_queue import MemoryMessageStore
 
@@ -36,9 +37,11 @@ class FakeClock:
 def fresh_services():
     """Every test starts with an empty store and empty rate-limit counters."""
     cache.clear()
+    reset_counters()
     service = reset_services()
     yield service
     cache.clear()
+    reset_counters()
 
 
 @pytest.fixture
