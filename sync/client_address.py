@@ -13,7 +13,7 @@ import ipaddress
 from functools import lru_cache
 from typing import Any
 
-from rest_framework.settings import api_settings
+from django.conf import settings
 
 from sync.origins import header
 
@@ -24,7 +24,7 @@ MAX_RAW_ADDRESS = 64
 
 def pick_address(remote_addr: str | None, forwarded_for: str | None) -> str:
     """DRF's ``BaseThrottle.get_ident`` rule, on raw values."""
-    num_proxies = api_settings.NUM_PROXIES
+    num_proxies = getattr(settings, "REST_FRAMEWORK", {}).get("NUM_PROXIES")
     if num_proxies is not None:
         if num_proxies == 0 or forwarded_for is None:
             return remote_addr or ""
