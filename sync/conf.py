@@ -46,9 +46,10 @@ DEFAULTS: dict[str, Any] = {
     # the password is checked, until the window ends.
     "LOGIN_RATE_LIMIT": "10/15m",
     # Live rate-limit counters each in-process table may hold (one table per
-    # kind of limit; without Redis). Full of live windows, a new caller is
-    # counted on one counter shared by all new callers (so may be refused
-    # early); no caller already counted is ever reset. ~150 bytes each.
+    # kind of limit, five in all; all but the per-user frame counters go to
+    # Redis instead when it is configured). Full of live windows, a new caller
+    # is counted on one counter shared by all new callers (so may be refused
+    # early); no caller already counted is ever reset. ~100 bytes each.
     "RATE_LIMIT_MAX_COUNTERS": 100_000,
     # False serves no WebSocket at all (to exercise the polling fallback).
     "WEBSOCKET_ENABLED": True,

@@ -10,9 +10,9 @@ caller's count lasts until its window ends.
 Bound: ``max_counters`` live counters. A table full of live windows counts
 an identity it has not seen yet on one overflow counter per rate, shared by
 every newcomer until the window ends: they may be refused early (it fails
-closed), but no one already counted is reset. A counter costs about 150
+closed), but no one already counted is reset. A counter costs about 100
 bytes (an identity of ~20 characters, its count, its slot in the dict), so
-100,000 of them hold about 15 MB at most (tests/sync/test_counter_table.py
+100,000 of them hold about 10 MB at most (tests/sync/test_counter_table.py
 measures it).
 """
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 
 from sync.conf import sync_settings
 from sync.ratelimit import counter_table
@@ -32,6 +33,8 @@ class FrameVerdict(enum.Enum):
 
 # The counter scope (see sync.ratelimit); always this process's table.
 FRAMES_SCOPE = "ws-frames"
+# Windows of the per-user counters follow this clock (tests set it).
+clock: Callable[[], float] = time.monotonic
 
 
 def judge_frame(socket_count: int, user_id: object) -> FrameVerdict:
@@ -39,7 +42,7 @@ def judge_frame(socket_count: int, user_id: object) -> FrameVerdict:
     socket_limit = sync_settings.ws_rate_limit.limit
     user_rate = sync_settings.ws_user_rate_limit
     frames = counter_table(FRAMES_SCOPE)
-    user_count = frames.hit(str(user_id), user_rate, time.monotonic()).count
+    user_count = frames.hit(str(user_id), user_rate, clock()).count
     if socket_count >= 2 * socket_limit or user_count >= 2 * user_rate.limit:
         return FrameVerdict.CLOSE
     if socket_count > socket_limit or user_count > user_rate.limit:

@@ -34,6 +34,8 @@ __all__ = ["Hit", "LocalWindowCounter", "ahit_shared", "apeek_shared", "hit_shar
 
 CACHE_PREFIX = "sync:ratelimit"
 API_SCOPE = "api"
+# The clock of shared counters when the caller gives no time (tests set it).
+clock: Callable[[], float] = time.time
 
 _process_cache: BaseCache | None = None
 _tables: dict[str, CounterTable] = {}
@@ -86,7 +88,7 @@ def hit_shared(
     identity: str, rate: Rate, now: float | None = None, *, scope: str = API_SCOPE
 ) -> Hit:
     """Count one event for `identity` where every process counts it."""
-    now = time.time() if now is None else now
+    now = clock() if now is None else now
     if not counters_in_redis():
         return counter_table(scope).hit(identity, rate, now)
     number, retry_after = window_of(now, rate)
@@ -98,7 +100,7 @@ def peek_shared(
     identity: str, rate: Rate, now: float | None = None, *, scope: str = API_SCOPE
 ) -> Hit:
     """The count of `identity` in the current window so far; counts nothing."""
-    now = time.time() if now is None else now
+    now = clock() if now is None else now
     if not counters_in_redis():
         return counter_table(scope).peek(identity, rate, now)
     number, retry_after = window_of(now, rate)
