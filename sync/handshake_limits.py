@@ -15,17 +15,21 @@ handshake with a status (the ``websocket.http.response`` extension: uvicorn),
 else the socket is accepted and closed at once with 4429 (daphne). It is
 logged once per address or user and window: a flood is not a log flood. The
 counters are those of ``sync.ratelimit``: in Redis, shared by every
-instance, when it is configured (a round trip per handshake).
+instance, when it is configured (a round trip per handshake). While that
+Redis is out of reach handshakes go uncounted rather than fail: the consumer
+then meets the outage itself and says so (``store_unavailable``, 1011).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 
 from sync.client_address import address_key, scope_address
 from sync.conf import sync_settings
 from sync.counter_table import Hit
+from sync.exceptions import StoreUnavailable
 from sync.ratelimit import ahit_shared, apeek_shared
 from sync.rates import Rate
 
@@ -47,9 +51,11 @@ class AddressGate:
     async def __call__(self, scope, receive, send):
         rate = sync_settings.ws_anonymous_connect_rate
         identity = _address_identity(scope)
-        if (await apeek_shared(identity, rate, scope=ANONYMOUS_SCOPE)).used_up(rate):
-            hit = await ahit_shared(identity, rate, scope=ANONYMOUS_SCOPE)
-            return await refuse(scope, receive, send, hit, rate, "anonymous")
+        with contextlib.suppress(StoreUnavailable):
+            seen = await apeek_shared(identity, rate, scope=ANONYMOUS_SCOPE)
+            if seen.used_up(rate):
+                hit = await ahit_shared(identity, rate, scope=ANONYMOUS_SCOPE)
+                return await refuse(scope, receive, send, hit, rate, "anonymous")
         return await self.app(scope, receive, send)
 
 
@@ -63,15 +69,15 @@ class HandshakeLimit:
         user = scope.get("user")
         if user is not None and user.is_authenticated:
             rate = sync_settings.ws_connect_rate
-            hit = await ahit_shared(f"user:{user.pk}", rate, scope=USER_SCOPE)
-            reason = "user"
+            identity, counters, reason = f"user:{user.pk}", USER_SCOPE, "user"
         else:
             rate = sync_settings.ws_anonymous_connect_rate
-            identity = _address_identity(scope)
-            hit = await ahit_shared(identity, rate, scope=ANONYMOUS_SCOPE)
+            identity, counters = _address_identity(scope), ANONYMOUS_SCOPE
             reason = "anonymous"
-        if hit.over(rate):
-            return await refuse(scope, receive, send, hit, rate, reason)
+        with contextlib.suppress(StoreUnavailable):
+            hit = await ahit_shared(identity, rate, scope=counters)
+            if hit.over(rate):
+                return await refuse(scope, receive, send, hit, rate, reason)
         return await self.app(scope, receive, send)
 
 

@@ -18,7 +18,9 @@ live, or in Redis, shared by every instance; no database write per guess.
 
 Usernames are counted case-folded, so ``Alice`` and ``alice`` share a budget.
 Guessing one account's password can lock its owner out for the rest of the
-window: the price of refusing the guesses.
+window: the price of refusing the guesses. While the counters' Redis is out
+of reach the login pages neither count nor refuse (a page answering 500
+would lock everyone out); the token endpoint answers 503 like the whole API.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from django.dispatch import receiver
 
 from sync.client_address import address_key, request_address
 from sync.conf import sync_settings
+from sync.exceptions import StoreUnavailable
 from sync.ratelimit import apeek_shared, hit_shared, peek_shared
 
 logger = logging.getLogger(__name__)
@@ -55,10 +58,13 @@ def identities(address: str | None, username: object) -> list[str]:
 def retry_after(address: str | None, username: object) -> int | None:
     """Seconds until this login may be tried; None if it may be now."""
     rate = sync_settings.login_rate_limit
-    hits = [
-        peek_shared(key, rate, scope=LOGIN_SCOPE)
-        for key in identities(address, username)
-    ]
+    try:
+        hits = [
+            peek_shared(key, rate, scope=LOGIN_SCOPE)
+            for key in identities(address, username)
+        ]
+    except StoreUnavailable:
+        return None
     return max((hit.retry_after for hit in hits if hit.used_up(rate)), default=None)
 
 
@@ -76,7 +82,10 @@ def count_failure(address: str | None, username: object) -> None:
     """Count one failed login; log the failure that uses a budget up."""
     rate = sync_settings.login_rate_limit
     for key in identities(address, username):
-        hit = hit_shared(key, rate, scope=LOGIN_SCOPE)
+        try:
+            hit = hit_shared(key, rate, scope=LOGIN_SCOPE)
+        except StoreUnavailable:
+            return
         if hit.count == rate.limit:  # once per window and identity
             logger.warning(
                 "login attempts throttled",

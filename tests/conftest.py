@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 
 import pytest
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -130,6 +131,26 @@ def redis_url() -> str:
             pytest.fail(f"SYNC_REQUIRE_REDIS=1 but {reason}")
         pytest.skip(reason)
     return url
+
+
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def unreachable_redis_cache(settings):
+    """The shared cache (rate-limit counters) on a Redis nobody answers at."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
+        }
+    }
+    yield
+    caches["default"].close()
 
 
 @pytest.fixture

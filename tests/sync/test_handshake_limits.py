@@ -209,3 +209,12 @@ async def test_without_the_extension_the_socket_is_accepted_then_closed_4429(
         {"type": "websocket.accept"},
         {"type": "websocket.close", "code": 4429},
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_handshakes_go_uncounted_while_the_counters_redis_is_away(
+    handshakes, sync_config, user, unreachable_redis_cache
+):
+    sync_config(WS_CONNECT_RATE="1/1h", WS_ANONYMOUS_CONNECT_RATE="1/1h")
+    assert [await handshakes.as_user(user) for _ in "ab"] == [(True, None)] * 2
+    assert [await handshakes.open("token=bad") for _ in "ab"] == [(True, 4401)] * 2

@@ -157,3 +157,10 @@ def test_identities_and_message():
     assert (
         refusal_message(60) == "Too many failed login attempts. Try again in 1 minute."
     )
+
+
+def test_the_login_page_still_works_while_the_counters_redis_is_away(
+    user, unreachable_redis_cache
+):
+    assert log_in(LOGIN, "alice").status_code == 200
+    assert log_in(LOGIN, "alice", PASSWORD).status_code == 302
