@@ -120,10 +120,13 @@ class LoginRateLimitMixin:
     retry_after: int | None = None
 
     def clean(self):
-        username = self.cleaned_data.get("username")
-        wait = retry_after(request_address(self.request), username)
+        request = self.request
+        address = request_address(request) if request is not None else None
+        wait = retry_after(address, self.cleaned_data.get("username"))
         if wait is not None:
-            self.retry_after = self.request.login_retry_after = wait
+            self.retry_after = wait
+            if request is not None:
+                request.login_retry_after = wait
             raise forms.ValidationError(refusal_message(wait), code="throttled")
         return super().clean()
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 import pytest
+import redis
 from django.contrib.auth.backends import ModelBackend
 from django.test import Client
 
@@ -164,3 +166,29 @@ def test_the_login_page_still_works_while_the_counters_redis_is_away(
 ):
     assert log_in(LOGIN, "alice").status_code == 200
     assert log_in(LOGIN, "alice", PASSWORD).status_code == 302
+
+
+@pytest.mark.redis
+def test_with_redis_the_counters_are_keys_that_expire_with_their_window(
+    settings, redis_url, user
+):
+    prefix = f"sync-test-{uuid.uuid4().hex[:12]}"
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": prefix,
+        }
+    }
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for _ in range(LIMIT):
+            log_in(LOGIN, "alice")
+        assert_refused_page(log_in(LOGIN, "alice", address="10.0.5.1"))
+
+        keys = sorted(key.decode() for key in client.scan_iter(f"{prefix}*"))
+        assert len(keys) == 2  # the address and the username
+        assert all(0 < client.ttl(key) <= 3601 for key in keys)
+    finally:
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
