@@ -9,7 +9,9 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from sync.apiview import SyncAPIView
-from sync.exceptions import InvalidCredentials
+from sync.client_address import request_address
+from sync.exceptions import InvalidCredentials, LoginThrottled
+from sync.login_limits import aretry_after
 from sync.schema import BODY_CODES, RETRY_AFTER, responses
 from sync.serializers import TokenRequest, TokenResponse
 from sync.validation import check_fields
@@ -19,7 +21,12 @@ TOKEN_FIELDS = frozenset({"username", "password"})
 
 
 class ObtainTokenView(SyncAPIView):
-    """Exchange a username and password for an API token (rate limited)."""
+    """Exchange a username and password for an API token (rate limited).
+
+    Failed attempts count against ``SYNC_LOGIN_RATE_LIMIT`` (through
+    ``authenticate``'s failure signal, see ``sync.login_limits``), as on the
+    login pages.
+    """
 
     authentication_classes = []  # no session, so no CSRF on this form
     permission_classes = [AllowAny]
@@ -44,6 +51,10 @@ class ObtainTokenView(SyncAPIView):
         username, password = data["username"], data["password"]
         if not isinstance(username, str) or not isinstance(password, str):
             raise InvalidCredentials()
+        # Past SYNC_LOGIN_RATE_LIMIT failures, refused before any hashing.
+        wait = await aretry_after(request_address(request), username)
+        if wait is not None:
+            raise LoginThrottled(wait)
         # Password hashing takes milliseconds: in a worker thread, not on the
         # event loop nor on the one thread shared by thread-sensitive calls.
         key = await in_worker_thread(token_for)(request._request, username, password)

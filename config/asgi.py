@@ -1,9 +1,9 @@
 """ASGI entry point: ``uvicorn config.asgi:application`` or ``daphne …``.
 
 HTTP goes to Django, /api/ through its lean path (``sync.http_app``) with
-bodies bounded; WebSocket goes through the
-on/off switch, the Origin check, token (else session) authentication, to the
-consumer at /ws.
+bodies bounded; WebSocket goes through the on/off switch, the Origin check,
+the per-address handshake gate, token (else session) authentication, the
+per-user (or failed-attempt) handshake limit, to the consumer at /ws.
 """
 
 import os
@@ -21,6 +21,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from sync.asgi_limits import RequestBodyLimit  # noqa: E402
 from sync.daphne_compat import patch_daphne  # noqa: E402
 from sync.gc_tuning import tune_garbage_collector  # noqa: E402
+from sync.handshake_limits import AddressGate, HandshakeLimit  # noqa: E402
 from sync.http_app import ApiRouter  # noqa: E402
 from sync.middleware import OriginCheck, TokenAuthMiddleware, WebsocketSwitch  # noqa: E402
 from sync.routing import websocket_urlpatterns  # noqa: E402
@@ -29,15 +30,17 @@ from sync.uvicorn_compat import patch_uvicorn  # noqa: E402
 patch_daphne()
 patch_uvicorn()
 
-websocket_app = URLRouter(websocket_urlpatterns)
+websocket_app = HandshakeLimit(URLRouter(websocket_urlpatterns))
 
 application = ProtocolTypeRouter(
     {
         "http": RequestBodyLimit(ApiRouter(django_asgi_app)),
         "websocket": WebsocketSwitch(
             OriginCheck(
-                TokenAuthMiddleware(
-                    websocket_app, session_app=AuthMiddlewareStack(websocket_app)
+                AddressGate(
+                    TokenAuthMiddleware(
+                        websocket_app, session_app=AuthMiddlewareStack(websocket_app)
+                    )
                 )
             )
         ),

@@ -116,8 +116,10 @@ SYNC_STORE_KEY_PREFIX = env_str(
     "SYNC_STORE_KEY_PREFIX", env_str("SYNC_KEY_PREFIX", "sync") + ":store:"
 )
 
-# The cache holds the HTTP rate-limit counters: it must be shared by every
-# server process, so it follows REDIS_URL.
+# With REDIS_URL the cache holds the rate-limit counters, shared by every
+# server process (keys expire with their window; Redis runs noeviction).
+# Without it they live in each process's own table (sync.counter_table),
+# never in LocMemCache, which evicts live counters past 300 entries.
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -263,6 +265,21 @@ SYNC = {
         "SYNC_POLL_MAX_BYTES", SYNC_DEFAULTS["POLL_MAX_BYTES"], minimum=65536
     ),
     "WS_RATE_LIMIT": _rate("SYNC_WS_RATE_LIMIT", SYNC_DEFAULTS["WS_RATE_LIMIT"]),
+    "WS_USER_RATE_LIMIT": _rate(
+        "SYNC_WS_USER_RATE_LIMIT", SYNC_DEFAULTS["WS_USER_RATE_LIMIT"]
+    ),
+    "WS_CONNECT_RATE": _rate("SYNC_WS_CONNECT_RATE", SYNC_DEFAULTS["WS_CONNECT_RATE"]),
+    "WS_ANONYMOUS_CONNECT_RATE": _rate(
+        "SYNC_WS_ANONYMOUS_CONNECT_RATE", SYNC_DEFAULTS["WS_ANONYMOUS_CONNECT_RATE"]
+    ),
+    "LOGIN_RATE_LIMIT": _rate(
+        "SYNC_LOGIN_RATE_LIMIT", SYNC_DEFAULTS["LOGIN_RATE_LIMIT"]
+    ),
+    "RATE_LIMIT_MAX_COUNTERS": env_int(
+        "SYNC_RATE_LIMIT_MAX_COUNTERS",
+        SYNC_DEFAULTS["RATE_LIMIT_MAX_COUNTERS"],
+        minimum=1000,
+    ),
     "WEBSOCKET_ENABLED": env_bool(
         "SYNC_WEBSOCKET_ENABLED", SYNC_DEFAULTS["WEBSOCKET_ENABLED"]
     ),

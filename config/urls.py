@@ -4,8 +4,10 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView
 
+from accounts.forms import RateLimitedAdminAuthenticationForm
 from accounts.views import ObtainTokenView
 from sync.apiview import SyncAPIView
+from sync.login_limits import rate_limited_login
 from sync.metrics_view import MetricsView
 from sync.pages import index
 from sync.views import ApiNotFoundView
@@ -15,7 +17,11 @@ class SchemaView(SyncAPIView, SpectacularJSONAPIView):
     """The OpenAPI schema, behind the same auth and rate limit as the API."""
 
 
+# Password guesses past SYNC_LOGIN_RATE_LIMIT get 429 on the admin login too.
+admin.site.login_form = RateLimitedAdminAuthenticationForm
+
 urlpatterns = [
+    path("admin/login/", rate_limited_login(admin.site.login)),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("api/auth/token", ObtainTokenView.as_view(), name="api-token"),

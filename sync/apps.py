@@ -9,8 +9,9 @@ class SyncConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers the OpenAPI extension for our session authentication.
-        from sync import schema  # noqa: F401
+        # Registers the OpenAPI extension for our session authentication, and
+        # counts failed logins (user_login_failed) for SYNC_LOGIN_RATE_LIMIT.
+        from sync import login_limits, schema  # noqa: F401
         from sync.signals import connect_revocation_signals
 
         # Deactivating or deleting a user, or deleting a token, closes sockets.

@@ -41,6 +41,28 @@ DEFAULTS: dict[str, Any] = {
     "POLL_MAX_BYTES": 1_048_576,
     # Frames each WebSocket connection may send per window.
     "WS_RATE_LIMIT": "100/10s",
+    # Frames one user may send per window across all of its sockets in this
+    # process; beyond it frames get `throttled` errors, at twice it the
+    # socket that sends is closed with 4429.
+    "WS_USER_RATE_LIMIT": "300/10s",
+    # WebSocket handshakes per user per window; past it the handshake is
+    # refused (HTTP 429, or 4429 right after accept where the server cannot
+    # answer a handshake with a status).
+    "WS_CONNECT_RATE": "120/1m",
+    # Handshakes that fail to authenticate (no credentials, a bad token or
+    # session), per client address; past it that address's handshakes are
+    # refused as above before any token is looked up in the database.
+    "WS_ANONYMOUS_CONNECT_RATE": "60/1m",
+    # Failed logins per client address and per username (browser, admin and
+    # token endpoint together); past it a login is refused with 429 before
+    # the password is checked, until the window ends.
+    "LOGIN_RATE_LIMIT": "10/15m",
+    # Live rate-limit counters each in-process table may hold (one table per
+    # kind of limit, five in all; all but the per-user frame counters go to
+    # Redis instead when it is configured). Full of live windows, a new caller
+    # is counted on one counter shared by all new callers (so may be refused
+    # early); no caller already counted is ever reset. ~100 bytes each.
+    "RATE_LIMIT_MAX_COUNTERS": 100_000,
     # False serves no WebSocket at all (to exercise the polling fallback).
     "WEBSOCKET_ENABLED": True,
     # Open sockets one user may hold; one more is closed with 4429.
@@ -85,6 +107,26 @@ class SyncSettings:
     def ws_rate_limit(self) -> Rate:
         """The per-connection WebSocket frame rate limit, parsed."""
         return parse_rate(self.WS_RATE_LIMIT)
+
+    @property
+    def ws_user_rate_limit(self) -> Rate:
+        """The per-user WebSocket frame rate limit, parsed."""
+        return parse_rate(self.WS_USER_RATE_LIMIT)
+
+    @property
+    def ws_connect_rate(self) -> Rate:
+        """WebSocket handshakes per user, parsed."""
+        return parse_rate(self.WS_CONNECT_RATE)
+
+    @property
+    def ws_anonymous_connect_rate(self) -> Rate:
+        """Failed WebSocket handshakes per client address, parsed."""
+        return parse_rate(self.WS_ANONYMOUS_CONNECT_RATE)
+
+    @property
+    def login_rate_limit(self) -> Rate:
+        """Failed logins per address and per username, parsed."""
+        return parse_rate(self.LOGIN_RATE_LIMIT)
 
 
 sync_settings = SyncSettings()

@@ -41,6 +41,7 @@ from sync.exceptions import (
     StoreUnavailable,
     SyncError,
 )
+from sync.frame_limits import FrameVerdict, judge_frame
 from sync.heartbeats import heartbeats
 from sync.middleware import query_param
 from sync.outbox import CLOSE_SLOW_CONSUMER, Outbox, transport_backlog
@@ -507,13 +508,12 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         if _frame_too_big(text_data if text_data is not None else bytes_data):
             await self.close(code=CLOSE_TOO_BIG)
             return
-        count = self.frame_counter.hit()
-        limit = sync_settings.ws_rate_limit.limit
-        if count >= 2 * limit:
+        verdict = judge_frame(self.frame_counter.hit(), self.user.pk)
+        if verdict is FrameVerdict.CLOSE:
             await self.close(code=CLOSE_THROTTLED)
             return
-        if count > limit:
-            if count == limit + 1:  # once per window: a flood is not a log flood
+        if verdict is not FrameVerdict.ACCEPT:
+            if verdict is FrameVerdict.DROP_FIRST:  # a flood is not a log flood
                 self._log_refused("throttled")
             correlation = frames.correlation_of(_parse_leniently(text_data))
             await self.send_frame(

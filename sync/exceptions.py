@@ -218,3 +218,15 @@ class TooManyWaitingPolls(SyncError):
     default_code = "throttled"
     default_detail = "Too many long polls waiting at once; retry shortly."
     wait = 1  # DRF turns this into Retry-After
+
+
+class LoginThrottled(SyncError):
+    """Too many failed logins from this address or for this username."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "throttled"
+    default_detail = "Too many failed login attempts; retry later."
+
+    def __init__(self, wait: int) -> None:
+        super().__init__(details={"retryAfter": wait})
+        self.wait = wait  # DRF turns this into Retry-After

@@ -148,15 +148,27 @@ def log_level(name: str) -> str:
     return level
 
 
-class WithoutHandshakeLines(logging.Filter):
-    """Drop uvicorn's line per WebSocket handshake (``"WebSocket /ws" …``).
+# What the websockets library logs through ``uvicorn.error`` for every
+# handshake under uvicorn's websockets-sansio protocol.
+WEBSOCKETS_HANDSHAKE_MESSAGES = frozenset(
+    {"connection open", "connection rejected (%d %s)", "HTTP response sent (%d %s)"}
+)
 
-    uvicorn writes it through ``uvicorn.error``, not its access logger, so
-    turning the access log off would otherwise leave one line per socket.
+
+class WithoutHandshakeLines(logging.Filter):
+    """Drop uvicorn's lines per WebSocket handshake (``"WebSocket /ws" …``).
+
+    uvicorn writes them through ``uvicorn.error``, not its access logger (and
+    so does the websockets library it drives: "connection open"), so turning
+    the access log off would otherwise leave a line or two per socket.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith('%s - "WebSocket %s"')
+        message = str(record.msg)
+        return not (
+            message.startswith('%s - "WebSocket %s"')
+            or message in WEBSOCKETS_HANDSHAKE_MESSAGES
+        )
 
 
 def server_loggers(level: str, access_log: bool, never_debug=()) -> dict[str, dict]:

@@ -1,8 +1,10 @@
 """The ``SYNC_RATE_LIMIT`` on every /api/* route: a fixed-window counter.
 
-One atomic cache increment per request (instead of DRF's sliding log, which
-pickles up to `limit` timestamps per key on every request). The cache is
-shared by all server processes once REDIS_URL is set.
+One counter increment per request (instead of DRF's sliding log, which
+pickles up to `limit` timestamps per key on every request): in this
+process's counter table, or in Redis, shared by all server processes, once
+REDIS_URL is set (see ``sync.ratelimit``). Anonymous IPv6 callers are
+counted by their /64 (``sync.client_address``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 
 from rest_framework.throttling import BaseThrottle
 
+from sync.client_address import address_key
 from sync.conf import sync_settings
 from sync.ratelimit import Hit, ahit_shared, hit_shared
 from sync.rates import Rate
@@ -46,4 +49,4 @@ class SyncRateThrottle(BaseThrottle):
         user = request.user
         if user.is_authenticated:
             return f"user:{user.pk}"
-        return f"ip:{self.get_ident(request)}"
+        return f"ip:{address_key(self.get_ident(request))}"

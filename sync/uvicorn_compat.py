@@ -11,7 +11,11 @@ The hook wraps ``Server.shutdown``, which uvicorn looks up when the signal
 has been seen; its signal handlers are bound before the application loads.
 
 Also: uvicorn's access log writes the query string, so ``?token=`` values are
-redacted from it.
+redacted from it. And its websockets-sansio protocol, once the application
+has answered a handshake with an HTTP status (the ``websocket.http.response``
+extension: a refused handshake gets 429), logs "ASGI callable returned
+without completing handshake." as an error: it never marks that handshake
+complete (its wsproto protocol does). We mark it once the answer is sent.
 """
 
 from __future__ import annotations
@@ -50,6 +54,26 @@ def patch_uvicorn() -> None:
 
     Server.shutdown = shutdown
     Server._sync_patched = True
+    _complete_answered_handshakes()
     # The access log, and the "WebSocket /ws?token=…" [accepted] lines.
     for name in ("uvicorn.access", "uvicorn.error"):
         logging.getLogger(name).addFilter(RedactTokens())
+
+
+def _complete_answered_handshakes() -> None:
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import (
+            WebSocketsSansIOProtocol,
+        )
+    except ImportError:
+        return
+    original = WebSocketsSansIOProtocol.send
+
+    async def send(self, message):
+        await original(self, message)
+        if message["type"] == "websocket.http.response.body" and not message.get(
+            "more_body", False
+        ):
+            self.handshake_complete = True
+
+    WebSocketsSansIOProtocol.send = send

@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 
 import pytest
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from sync.ratelimit import reset_counters
 from sync.services import reset_services
 from sync.services.message_queue import MemoryMessageStore
 
@@ -36,9 +38,11 @@ class FakeClock:
 def fresh_services():
     """Every test starts with an empty store and empty rate-limit counters."""
     cache.clear()
+    reset_counters()
     service = reset_services()
     yield service
     cache.clear()
+    reset_counters()
 
 
 @pytest.fixture
@@ -127,6 +131,26 @@ def redis_url() -> str:
             pytest.fail(f"SYNC_REQUIRE_REDIS=1 but {reason}")
         pytest.skip(reason)
     return url
+
+
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def unreachable_redis_cache(settings):
+    """The shared cache (rate-limit counters) on a Redis nobody answers at."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
+        }
+    }
+    yield
+    caches["default"].close()
 
 
 @pytest.fixture

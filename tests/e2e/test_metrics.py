@@ -224,6 +224,7 @@ async def test_several_workers_report_the_sum_of_all_of_them(
         PROMETHEUS_MULTIPROC_DIR=shared,
         # The kernel may hand one worker more than a user's 50 sockets first.
         SYNC_WS_MAX_CONNECTIONS_PER_USER=MOST_SOCKETS + SOCKET_BATCH,
+        SYNC_WS_CONNECT_RATE=f"{MOST_SOCKETS + SOCKET_BATCH}/1m",
         REDIS_URL=redis_url,
         SYNC_KEY_PREFIX=f"sync-e2e-{uuid.uuid4().hex[:12]}",
     )

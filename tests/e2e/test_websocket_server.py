@@ -456,8 +456,11 @@ async def test_switching_from_polling_to_websocket_resumes_at_the_poll_cursor(
 
 
 async def test_two_hundred_sockets_all_receive_one_broadcast(asgi_server, sockets):
-    # One user holds them all: lift the per-user bound on open sockets.
-    server = asgi_server(SYNC_WS_MAX_CONNECTIONS_PER_USER=CROWD)
+    # One user holds them all: lift the per-user bounds on open sockets and
+    # on handshakes per minute.
+    server = asgi_server(
+        SYNC_WS_MAX_CONNECTIONS_PER_USER=CROWD, SYNC_WS_CONNECT_RATE=f"{CROWD}/1m"
+    )
     handshakes = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
     async def open_one() -> Socket:

@@ -50,10 +50,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from tests.support.live_server import HOST, LiveServer
 
 # Environment of a soak server: rate limits out of the way (the soak sends far
-# more than 1000 requests per user in 15 minutes), and queues long enough that
-# only the restart can lose a message (an overflow would be a legitimate gap).
+# more than 1000 requests per user in 15 minutes, and its tabs reconnect and
+# send without pause), and queues long enough that only the restart can lose
+# a message (an overflow would be a legitimate gap).
 SOAK_ENV = {
     "SYNC_RATE_LIMIT": "1000000/1m",
+    "SYNC_WS_CONNECT_RATE": "1000000/1m",
+    "SYNC_WS_USER_RATE_LIMIT": "1000000/10s",
     "SYNC_QUEUE_MAX_MESSAGES": "100000",
 }
 USERS = ("alice", "bob")

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -441,13 +442,15 @@ async def test_broadcast_is_recorded(api_app, staff):
 # Rate limit counters and database settings --------------------------------------
 
 
-async def test_rate_limit_on_a_networked_cache_counts_in_a_worker_thread(
-    settings, tmp_path, monkeypatch
+@pytest.mark.redis
+async def test_rate_limit_in_redis_counts_in_a_worker_thread(
+    settings, redis_url, monkeypatch
 ):
     settings.CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-            "LOCATION": str(tmp_path),
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": f"sync-test-{uuid.uuid4().hex[:12]}",
         }
     }
     threads = []
@@ -461,7 +464,23 @@ async def test_rate_limit_on_a_networked_cache_counts_in_a_worker_thread(
     rate = parse_rate("5/1m")
     counts = [(await ratelimit.ahit_shared("ip:1", rate, now=60.0)).count for _ in "ab"]
     assert counts == [1, 2]
+    assert threads
     assert threading.get_ident() not in threads
+
+
+async def test_rate_limit_in_process_counts_inline(monkeypatch):
+    threads = []
+    hit = ratelimit.CounterTable.hit
+
+    def recorded(table, *args, **kwargs):
+        threads.append(threading.get_ident())
+        return hit(table, *args, **kwargs)
+
+    monkeypatch.setattr(ratelimit.CounterTable, "hit", recorded)
+    rate = parse_rate("5/1m")
+    counts = [(await ratelimit.ahit_shared("ip:1", rate, now=60.0)).count for _ in "ab"]
+    assert counts == [1, 2]
+    assert threads == [threading.get_ident()] * 2  # on the event loop's thread
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,10 @@ logging.getLogger("daphne.access").info("127.0.0.1:6 - - GET /api/sync/poll 200"
 logging.getLogger("uvicorn.error").info(
     '%s - "WebSocket %s" [accepted]', "127.0.0.1:7", "/ws?token=secret-key"
 )
+logging.getLogger("uvicorn.error").info("connection open")
+logging.getLogger("uvicorn.error").info(
+    "connection rejected (%d %s)", 429, "Too Many Requests"
+)
 logging.getLogger("uvicorn.error").info("Application startup complete.")
 for name in ("websockets.server", "uvicorn.error", "django.db.backends",
              "daphne.ws_protocol"):
@@ -141,7 +145,13 @@ def test_an_unknown_log_format_refuses_to_start():
 
 def access_lines(lines: list[str]) -> list[str]:
     """Access log lines: uvicorn's and daphne's, and uvicorn's handshakes."""
-    markers = ("uvicorn.access", "daphne.access", '"WebSocket /ws')
+    markers = (
+        "uvicorn.access",
+        "daphne.access",
+        '"WebSocket /ws',
+        "connection open",
+        "connection rejected",
+    )
     return [line for line in lines if any(marker in line for marker in markers)]
 
 
@@ -149,7 +159,7 @@ def test_the_access_log_is_on_by_default_and_access_log_false_turns_it_off():
     on, _ = logged_lines()
     off, _ = logged_lines(ACCESS_LOG="false")
 
-    assert len(access_lines(on)) == 3
+    assert len(access_lines(on)) == 5
     assert access_lines(off) == []
     assert any("websocket connected" in line for line in off)
     assert any("Application startup complete." in line for line in off)
@@ -168,7 +178,7 @@ def test_uvicorns_command_line_outlasts_django_logging_setup(options):
     def uvicorns(lines: list[str]) -> list[str]:
         return [line for line in access_lines(lines) if "daphne" not in line]
 
-    assert len(uvicorns(default)) == 2
+    assert len(uvicorns(default)) == 4
     assert uvicorns(quiet) == []
     startup = [line for line in quiet if "Application startup complete." in line]
     assert len(startup) == (1 if options == "access_log=False" else 0)

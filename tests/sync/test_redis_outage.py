@@ -10,34 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 
 import pytest
 import redis
 from channels.layers import channel_layers
-from django.core.cache import caches
 
 from sync import consumers
-
-
-def closed_port() -> int:
-    """A local port nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def unreachable_redis_cache(settings):
-    """The shared cache on a Redis nobody answers at."""
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
-        }
-    }
-    yield
-    caches["default"].close()
+from tests.conftest import closed_port
 
 
 def test_an_unreachable_rate_limit_cache_answers_503(
