@@ -140,6 +140,10 @@ class Outbox:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        # One turn of the loop at least: while the kernel takes every byte
+        # at once, pages would otherwise follow each other without a pause,
+        # holding up every other socket and the news that this one closed.
+        await asyncio.sleep(0)
         # Polled, as drain: a replay waits here once per page, not per frame.
         while self._bytes + self._backlog() > room:
             if self.closed or loop.time() >= deadline:
