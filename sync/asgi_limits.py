@@ -1,16 +1,28 @@
-"""Bound /api/ request bodies before Django reads them.
+"""Bound request bodies before Django reads them, on every HTTP route.
 
 Django's ASGI handler spools the whole body to a temporary file before any
-view runs; this cuts a huge or endless body off at the configured size. A
-body sent without Content-Length (chunked) is buffered here, within the same
-limit, and given one: DRF reads no body from a request that lacks it.
+view, or the CSRF check, runs: a 300 MB POST to the login page was written
+to disk in full before its 403. Here a body is refused with 413 as soon as
+its Content-Length, or the count of its chunks, passes its route's limit:
+the API's own (``max_body_bytes()``) for whatever ``is_api`` sends to the
+API, ``/api`` without its slash included; Django's
+``DATA_UPLOAD_MAX_MEMORY_SIZE`` elsewhere (None: no limit). The answer asks
+to close the connection, so the rest of the body is never read.
+
+A body sent to the API without Content-Length (chunked) is buffered here,
+within the same limit, and given one: DRF reads no body from a request that
+lacks it. Under daphne, twisted reads a body before the application sees
+it; ``sync.daphne_limits`` applies the same limits there.
 """
 
 from __future__ import annotations
 
 import json
 
+from django.conf import settings
+
 from sync.exception_handler import error_body
+from sync.http_app import is_api
 from sync.parsers import max_body_bytes
 
 
@@ -18,22 +30,30 @@ class BodyTooLarge(Exception):
     """Raised from `receive` once the body passes the limit."""
 
 
-class RequestBodyLimit:
-    """ASGI middleware: 413 for /api/ bodies over max_body_bytes()."""
+def body_limit(scope) -> int | None:
+    """The most body bytes a request to this route may carry (None: any)."""
+    if is_api(scope):
+        return max_body_bytes()
+    return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 
-    def __init__(self, app, path_prefix: str = "/api/") -> None:
+
+class RequestBodyLimit:
+    """ASGI middleware: 413 for bodies over their route's `body_limit`."""
+
+    def __init__(self, app) -> None:
         self.app = app
-        self.path_prefix = path_prefix
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith(self.path_prefix):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = max_body_bytes()
+        limit = body_limit(scope)
+        if limit is None:
+            return await self.app(scope, receive, send)
         declared = _declared_length(scope)
         if declared is not None and declared > limit:
             return await _refuse(send, limit)
         try:
-            if declared is None:
+            if declared is None and is_api(scope):
                 scope, receive = await _buffered(scope, receive, limit)
             else:
                 receive = _limited(receive, limit)
@@ -96,14 +116,14 @@ def _declared_length(scope) -> int | None:
     return None
 
 
+def too_large(limit: int) -> dict:
+    """The error body of a 413 for `limit`."""
+    message = f"The request body is over {limit} bytes."
+    return error_body("payload_too_large", message, {"limit": limit})
+
+
 async def _refuse(send, limit: int) -> None:
-    body = json.dumps(
-        error_body(
-            "payload_too_large",
-            f"The request body is over {limit} bytes.",
-            {"limit": limit},
-        )
-    ).encode()
+    body = json.dumps(too_large(limit)).encode()
     await send(
         {
             "type": "http.response.start",
@@ -111,6 +131,8 @@ async def _refuse(send, limit: int) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                # The rest of the body is not worth reading.
+                (b"connection", b"close"),
             ],
         }
     )

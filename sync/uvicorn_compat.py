@@ -11,7 +11,8 @@ The hook wraps ``Server.shutdown``, which uvicorn looks up when the signal
 has been seen; its signal handlers are bound before the application loads.
 
 Also: uvicorn's access log writes the query string, so ``?token=`` values are
-redacted from it.
+redacted from it; and request heads are bounded in size and time
+(``sync.uvicorn_limits``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import logging
 
 from sync.logging import RedactTokens
 from sync.services import lifecycle
+from sync.uvicorn_limits import patch_http_protocol
 
 # Seconds between refusing new connections and closing idle ones on shutdown
 # (also lets the 1001 close frames go out first).
@@ -50,6 +52,16 @@ def patch_uvicorn() -> None:
 
     Server.shutdown = shutdown
     Server._sync_patched = True
+    _bound_request_heads()
     # The access log, and the "WebSocket /ws?token=…" [accepted] lines.
     for name in ("uvicorn.access", "uvicorn.error"):
         logging.getLogger(name).addFilter(RedactTokens())
+
+
+def _bound_request_heads() -> None:
+    """Patch the httptools protocol, the one config/servers.py runs."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # httptools is not installed
+        return
+    patch_http_protocol(HttpToolsProtocol)
