@@ -297,6 +297,10 @@ SYNC = {
     "REQUEST_HEAD_TIMEOUT": env_int(
         "SYNC_REQUEST_HEAD_TIMEOUT", SYNC_DEFAULTS["REQUEST_HEAD_TIMEOUT"], minimum=1
     ),
+    # Read by config/servers.py for uvicorn's command line; checked here too.
+    "LIMIT_CONCURRENCY": env_int(
+        "SYNC_LIMIT_CONCURRENCY", SYNC_DEFAULTS["LIMIT_CONCURRENCY"], minimum=100
+    ),
 }
 
 # Several worker processes on one host share their metrics through this

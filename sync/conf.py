@@ -56,6 +56,10 @@ DEFAULTS: dict[str, Any] = {
     # it opens or its last answer was sent; past it the server answers 408
     # (or just closes an idle connection).
     "REQUEST_HEAD_TIMEOUT": 10,
+    # uvicorn's --limit-concurrency: once a process holds this many connections
+    # (sockets included) or tasks, new HTTP requests get 503. Generous: 10,000
+    # sockets per process must stay possible (raise the open-file limit too).
+    "LIMIT_CONCURRENCY": 20000,
 }
 
 # Most topics a connection or poll may name, and the nesting depth of payloads.

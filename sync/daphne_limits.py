@@ -106,10 +106,9 @@ class BoundedHTTPChannel(http.HTTPChannel):
         self.loseConnection()
 
     def _arm_head_timer(self) -> None:
-        from twisted.internet import reactor  # daphne's, installed by then
-
         self._cancel_head_timer()
-        self._sync_head_timer = reactor.callLater(
+        # The reactor's callLater, as twisted's own timeouts use (tests swap it).
+        self._sync_head_timer = self.callLater(
             self._sync_limits.timeout, self._head_timer_fired
         )
 
