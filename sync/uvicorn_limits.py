@@ -4,15 +4,17 @@ httptools keeps every byte of an unfinished head, and uvicorn arms no timer
 while it waits for one: a 200 MB header raised a server's memory by 250 MB,
 and clients sending a header byte a second stayed connected as long as they
 liked. Here each connection counts the bytes it receives while a head is
-unfinished and answers 431 past ``SYNC_MAX_REQUEST_HEAD_BYTES``; and it arms
-a timer whenever it waits for a head (on connecting, and once an answer is
-sent), answering 408 (or just closing, when nothing came) past
-``SYNC_REQUEST_HEAD_TIMEOUT``. A WebSocket handshake is a request head like
-any other until it is complete.
+unfinished and answers 431 past ``SYNC_MAX_REQUEST_HEAD_BYTES``; and a head
+must be complete within ``SYNC_REQUEST_HEAD_TIMEOUT`` of the connection
+opening, or of the read that began it, else the answer is 408 (a connection
+that sent nothing is just closed). Between requests, uvicorn's keep-alive
+timeout closes an idle connection first. A WebSocket handshake is a request
+head like any other until it is complete.
 
-The cost per read is a comparison and an addition; a timer is armed and
-cancelled once per request. uvicorn's h11 protocol is not patched: the
-command line in config/servers.py runs httptools.
+The cost per read is a comparison and an addition. A timer is armed once
+per connection, and again only for a head that does not arrive in one read:
+nothing per request on a kept-alive connection. uvicorn's h11 protocol is
+not patched: the command line in config/servers.py runs httptools.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ def patch_http_protocol(protocol_class) -> None:
     data_received = protocol_class.data_received
     on_headers_complete = protocol_class.on_headers_complete
     on_message_complete = protocol_class.on_message_complete
-    on_response_complete = protocol_class.on_response_complete
 
     def bounded_connection_made(self, transport) -> None:
         self._sync_limits = head_limits()
@@ -40,13 +41,14 @@ def patch_http_protocol(protocol_class) -> None:
 
     def bounded_data_received(self, data: bytes) -> None:
         received = self._sync_head_bytes
-        if received is None:
-            return data_received(self, data)
-        received += len(data)
-        if received <= self._sync_limits.max_bytes:
+        if received is not None:
+            received += len(data)
+            if received > self._sync_limits.max_bytes:
+                return _receive_past_limit(self, data, data_received)
             self._sync_head_bytes = received
-            return data_received(self, data)
-        _receive_past_limit(self, data, data_received)
+        data_received(self, data)
+        if self._sync_head_bytes and self._sync_head_timer is None:
+            _arm_head_timer(self)  # a head began in this read and goes on
 
     def bounded_on_headers_complete(self) -> None:
         self._sync_head_bytes = None
@@ -57,11 +59,6 @@ def patch_http_protocol(protocol_class) -> None:
         self._sync_head_bytes = 0  # the next head may begin in this read
         on_message_complete(self)
 
-    def bounded_on_response_complete(self) -> None:
-        on_response_complete(self)
-        if self.timeout_keep_alive_task is not None:  # idle, waiting for a head
-            _arm_head_timer(self)
-
     def bounded_connection_lost(self, exc) -> None:
         _cancel_head_timer(self)
         connection_lost(self, exc)
@@ -71,7 +68,6 @@ def patch_http_protocol(protocol_class) -> None:
     protocol_class.data_received = bounded_data_received
     protocol_class.on_headers_complete = bounded_on_headers_complete
     protocol_class.on_message_complete = bounded_on_message_complete
-    protocol_class.on_response_complete = bounded_on_response_complete
     protocol_class._sync_heads_bounded = True
 
 
@@ -115,7 +111,7 @@ def _head_timer_fired(protocol) -> None:
         return
     if protocol._sync_head_bytes:  # part of a head came: say why
         _refuse(protocol, head_timed_out(protocol._sync_limits))
-    else:  # an idle connection, or the tail of a body already answered
+    else:  # nothing came since the connection opened
         transport.close()
 
 

@@ -168,6 +168,17 @@ async def test_an_unfinished_head_is_answered_408_after_the_timeout(connect):
     assert transport.answers() == [408]
 
 
+async def test_a_slow_head_after_an_answer_is_answered_408(connect):
+    protocol, transport = connect()
+    protocol.data_received(request())
+    await answered(transport)
+    protocol.data_received(b"GET / HTTP/1.1\r\n")
+
+    async with asyncio.timeout(EVENT_TIMEOUT):
+        await transport.closed.wait()
+    assert transport.answers() == [200, 408]
+
+
 async def test_an_idle_connection_is_closed_without_an_answer(connect):
     _, transport = connect()
 
