@@ -6,8 +6,11 @@ to disk in full before its 403. Here a body is refused with 413 as soon as
 its Content-Length, or the count of its chunks, passes its route's limit:
 the API's own (``max_body_bytes()``) for whatever ``is_api`` sends to the
 API, ``/api`` without its slash included; Django's
-``DATA_UPLOAD_MAX_MEMORY_SIZE`` elsewhere (None: no limit). The answer asks
-to close the connection, so the rest of the body is never read.
+``DATA_UPLOAD_MAX_MEMORY_SIZE`` elsewhere (None: no limit). The answer
+closes the connection: what follows of the body is read and dropped for a
+short while first (``LINGER_BYTES``, ``LINGER_SECONDS``), so a client that
+sends its whole body before reading, as most do, gets the 413 rather than a
+reset; nothing of it is kept.
 
 A body sent to the API without Content-Length (chunked) is buffered here,
 within the same limit, and given one: DRF reads no body from a request that
@@ -17,6 +20,8 @@ it; ``sync.daphne_limits`` applies the same limits there.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 
 from django.conf import settings
@@ -24,6 +29,11 @@ from django.conf import settings
 from sync.exception_handler import error_body
 from sync.http_app import is_api
 from sync.parsers import max_body_bytes
+
+# After a 413, the rest of the body is dropped as it comes, up to this many
+# bytes or seconds; then the connection is closed, unread data or not.
+LINGER_BYTES = 16 * 2**20
+LINGER_SECONDS = 5.0
 
 
 class BodyTooLarge(Exception):
@@ -51,15 +61,15 @@ class RequestBodyLimit:
             return await self.app(scope, receive, send)
         declared = _declared_length(scope)
         if declared is not None and declared > limit:
-            return await _refuse(send, limit)
+            return await _refuse(send, receive, limit)
         try:
             if declared is None and is_api(scope):
-                scope, receive = await _buffered(scope, receive, limit)
+                scope, limited = await _buffered(scope, receive, limit)
             else:
-                receive = _limited(receive, limit)
-            await self.app(scope, receive, send)
+                limited = _limited(receive, limit)
+            await self.app(scope, limited, send)
         except BodyTooLarge:
-            await _refuse(send, limit)
+            await _refuse(send, receive, limit)
 
 
 def _limited(receive, limit: int):
@@ -122,7 +132,8 @@ def too_large(limit: int) -> dict:
     return error_body("payload_too_large", message, {"limit": limit})
 
 
-async def _refuse(send, limit: int) -> None:
+async def _refuse(send, receive, limit: int) -> None:
+    """Answer 413 at once; drop what follows of the body, then close."""
     body = json.dumps(too_large(limit)).encode()
     await send(
         {
@@ -131,9 +142,25 @@ async def _refuse(send, limit: int) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                # The rest of the body is not worth reading.
                 (b"connection", b"close"),
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    # The whole answer goes out now; the server closes once it is ended.
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+    await _drop_body(receive)
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _drop_body(receive) -> None:
+    """Read and drop the rest of a refused body, within the linger bounds."""
+    dropped = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(LINGER_SECONDS):
+            while dropped <= LINGER_BYTES:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                dropped += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return

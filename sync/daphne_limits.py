@@ -8,7 +8,9 @@ twisted's idle timeout restarts with every byte, so a client sending a
 header byte a second was never closed. Here daphne's HTTP channel:
 
 - refuses a body past its route's limit (``asgi_limits.body_limit``) with
-  413 as soon as its Content-Length says so, or once its chunks pass it;
+  413 as soon as its Content-Length says so, or once its chunks pass it,
+  then drops what follows of it for a while before closing, as the ASGI
+  limit does (``asgi_limits.LINGER_BYTES``, ``LINGER_SECONDS``);
 - takes at most ``SYNC_MAX_REQUEST_HEAD_BYTES`` of head (twisted's own
   limits, 16 KiB, set to it): 431 for one long line, twisted's 400 for many;
 - arms a timer whenever it waits for a head, as under uvicorn
@@ -23,7 +25,7 @@ from urllib.parse import unquote
 from daphne.http_protocol import WebRequest
 from twisted.web import http
 
-from sync.asgi_limits import body_limit, too_large
+from sync.asgi_limits import LINGER_BYTES, LINGER_SECONDS, body_limit, too_large
 from sync.request_heads import (
     head_limits,
     head_timed_out,
@@ -60,6 +62,8 @@ class BoundedHTTPChannel(http.HTTPChannel):
 
     _sync_refused = False
     _sync_head_timer = None
+    _sync_linger_timer = None
+    _sync_linger_bytes = 0
 
     def connectionMade(self):
         self._sync_limits = head_limits()
@@ -80,9 +84,25 @@ class BoundedHTTPChannel(http.HTTPChannel):
             return  # no body is read: the connection is closing
         super().allHeadersReceived()
 
+    def rawDataReceived(self, data):
+        if self._sync_refused:  # the rest of a refused body: dropped
+            self._sync_linger_bytes += len(data)
+            if self._sync_linger_bytes > LINGER_BYTES:
+                self.loseConnection()
+                return
+        super().rawDataReceived(data)
+
     def allContentReceived(self):
-        if not self._sync_refused:  # a refused body's last bytes end here
+        if self._sync_refused:  # a refused body has ended: close now
+            self.loseConnection()
+        else:
             super().allContentReceived()
+
+    def _respondToBadRequestAndDisconnect(self):
+        if self._sync_refused:  # answered already: just close
+            self.loseConnection()
+        else:
+            super()._respondToBadRequestAndDisconnect()
 
     def requestDone(self, request):
         if self.persistent:  # before the next head may complete, pipelined
@@ -91,19 +111,26 @@ class BoundedHTTPChannel(http.HTTPChannel):
 
     def connectionLost(self, reason):
         self._cancel_head_timer()
+        if self._sync_linger_timer is not None and self._sync_linger_timer.active():
+            self._sync_linger_timer.cancel()
         super().connectionLost(reason)
 
     def refuse_body(self, limit: int) -> None:
-        """413 for a body over `limit`, then close."""
+        """413 for a body over `limit`; drop the rest for a while, then close."""
         logger.info("request refused", extra={"code": 413, "reason": "body_too_large"})
-        self.refuse(refusal(413, too_large(limit)))
+        self.refuse(refusal(413, too_large(limit)), linger=True)
 
-    def refuse(self, answer: bytes) -> None:
-        """Send `answer` and close; read nothing more from this connection."""
+    def refuse(self, answer: bytes, linger: bool = False) -> None:
+        """Send `answer` and close: at once, or once what follows is dropped."""
         self._sync_refused = True
         self._cancel_head_timer()
         self.transport.write(answer)
-        self.loseConnection()
+        if linger:
+            self._sync_linger_timer = self.callLater(
+                LINGER_SECONDS, self.loseConnection
+            )
+        else:
+            self.loseConnection()
 
     def _arm_head_timer(self) -> None:
         self._cancel_head_timer()

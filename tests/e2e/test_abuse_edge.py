@@ -144,6 +144,27 @@ def test_a_huge_body_outside_the_api_is_refused_with_413_before_it_is_read(
     assert server.process.poll() is None
 
 
+@FRAMINGS
+@pytest.mark.parametrize(
+    ("path", "size"), [("/accounts/login/", 3 * MIB), ("/api", MIB)]
+)
+def test_a_client_that_sends_its_whole_body_before_reading_still_gets_the_413(
+    asgi_server, path, size, chunked
+):
+    server = asgi_server()
+    response = server.request(
+        "POST",
+        path,
+        body=b"a" * size,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        chunked=chunked,
+    )
+
+    # The refused rest of the body was read and dropped, not left to a reset.
+    assert response.status == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
 # /api without its slash gets the API's limit (finding 4) -------------------------
 
 API_PROBE_BYTES = 20 * MIB

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
+from collections.abc import Iterable
 
 import pytest
 
-from sync.asgi_limits import RequestBodyLimit, body_limit
+from sync import asgi_limits
+from sync.asgi_limits import LINGER_BYTES, RequestBodyLimit, body_limit
 from sync.parsers import max_body_bytes
 
 PAGE_LIMIT = 2_621_440  # Django's DATA_UPLOAD_MAX_MEMORY_SIZE by default
@@ -37,21 +41,31 @@ class Client:
         self.page = Page()
         self.app = RequestBodyLimit(self.page)
         self.received = 0
+        self.received_before_answer: int | None = None
         self.sent: list[dict] = []
 
-    async def request(self, path: str, chunks: list[bytes], length: int | None):
+    async def request(
+        self, path: str, chunks: Iterable[bytes], length: int | None, hang=False
+    ):
+        """Send `chunks` as the body; then the client leaves (or, `hang`, waits)."""
         headers = [] if length is None else [(b"content-length", b"%d" % length)]
         scope = {"type": "http", "path": path, "root_path": "", "headers": headers}
-        pending = [
-            {"type": "http.request", "body": chunk, "more_body": n < len(chunks) - 1}
-            for n, chunk in enumerate(chunks)
-        ]
+        pending = iter(chunks)
+        following = next(pending, None)
 
         async def receive():
+            nonlocal following
             self.received += 1
-            return pending.pop(0) if pending else {"type": "http.disconnect"}
+            if following is None:
+                if hang:
+                    await asyncio.Event().wait()
+                return {"type": "http.disconnect"}
+            body, following = following, next(pending, None)
+            return {"type": "http.request", "body": body, "more_body": bool(following)}
 
         async def send(message):
+            if self.received_before_answer is None:
+                self.received_before_answer = self.received
             self.sent.append(message)
 
         await self.app(scope, receive, send)
@@ -65,6 +79,10 @@ class Client:
     def headers(self) -> dict[bytes, bytes]:
         return dict(self.sent[0]["headers"])
 
+    @property
+    def ended(self) -> bool:
+        return not self.sent[-1].get("more_body", False)
+
     def json(self) -> dict:
         return json.loads(self.sent[1]["body"])
 
@@ -74,14 +92,18 @@ def pieces(total: int, size: int = 65536) -> list[bytes]:
 
 
 async def test_a_declared_body_over_a_pages_limit_is_refused_unread():
-    client = await Client().request("/accounts/login/", [b""], PAGE_LIMIT + 1)
+    body = pieces(PAGE_LIMIT + 1)
+    client = await Client().request("/accounts/login/", body, PAGE_LIMIT + 1)
 
     assert client.status == 413
     assert client.json()["error"]["code"] == "payload_too_large"
     assert client.json()["error"]["details"] == {"limit": PAGE_LIMIT}
     assert client.headers[b"connection"] == b"close"
-    assert client.received == 0
+    assert client.received_before_answer == 0
     assert client.page.called is False
+    # The rest was dropped as it came, so the client could read the answer.
+    assert client.received == len(body)
+    assert client.ended
 
 
 async def test_a_chunked_body_is_refused_once_it_passes_the_limit():
@@ -89,9 +111,23 @@ async def test_a_chunked_body_is_refused_once_it_passes_the_limit():
     client = await Client().request("/", body, None)
 
     assert client.status == 413
-    # Read up to the first chunk past the limit, not to the end.
-    assert client.received == PAGE_LIMIT // 65536 + 1
-    assert client.received < len(body)
+    # Answered at the first chunk past the limit, not at the end.
+    assert client.received_before_answer == PAGE_LIMIT // 65536 + 1
+    assert client.ended
+
+
+async def test_the_rest_of_a_refused_body_is_dropped_for_a_bounded_while(
+    monkeypatch,
+):
+    monkeypatch.setattr(asgi_limits, "LINGER_SECONDS", 0.05)
+    endless = await Client().request("/", itertools.repeat(b"a" * 65536), None)
+    stalled = await Client().request("/", [b""], PAGE_LIMIT + 1, hang=True)
+
+    assert endless.status == stalled.status == 413
+    assert endless.ended
+    assert stalled.ended
+    dropped = (endless.received - endless.received_before_answer) * 65536
+    assert LINGER_BYTES <= dropped <= LINGER_BYTES + 65536
 
 
 @pytest.mark.parametrize("path", ["/api", "/api/", "/api/sync/send"])

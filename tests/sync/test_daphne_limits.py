@@ -13,6 +13,7 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from sync.asgi_limits import LINGER_BYTES, LINGER_SECONDS
 from sync.daphne_limits import BoundedHTTPChannel, BoundedWebRequest
 from sync.parsers import max_body_bytes
 
@@ -101,12 +102,28 @@ def test_a_declared_body_over_its_routes_limit_is_refused_unread(connect, path, 
     limit = limit or max_body_bytes()
     connection = connect()
     connection.channel.dataReceived(post(path, limit + 1) + b"a" * 1000)
+    answered_at_once = status(connection.transport)
+    connection.channel.dataReceived(b"a" * limit)  # the rest: dropped
 
-    assert status(connection.transport) == 413
+    assert answered_at_once == 413
     assert error_code(connection.transport) == "payload_too_large"
-    assert connection.transport.disconnecting
     assert connection.channel.requests[-1].content is None  # nothing spooled
+    assert connection.transport.disconnecting  # closed once the body ended
     assert connection.server.scopes == []
+
+
+def test_a_refused_body_is_dropped_for_a_bounded_while(connect):
+    endless, slow = connect(), connect()
+    for connection in (endless, slow):
+        connection.channel.dataReceived(post("/api", 10 * LINGER_BYTES))
+    piece = b"a" * 65536
+    for _ in range(LINGER_BYTES // len(piece) + 1):
+        endless.channel.dataReceived(piece)
+    slow.clock.advance(LINGER_SECONDS)
+
+    assert status(endless.transport) == status(slow.transport) == 413
+    assert endless.transport.disconnecting
+    assert slow.transport.disconnecting
 
 
 def test_a_chunked_body_is_refused_once_its_chunks_pass_the_limit(connect):
@@ -114,13 +131,14 @@ def test_a_chunked_body_is_refused_once_its_chunks_pass_the_limit(connect):
     connection.channel.dataReceived(post("/api", None))
     piece = b"a" * 8192
     sent = 0
-    while not connection.transport.disconnecting:
+    while status(connection.transport) is None:
         connection.channel.dataReceived(chunk(piece))
         sent += len(piece)
-    connection.channel.dataReceived(b"0\r\n\r\n")
+    connection.channel.dataReceived(chunk(piece) + b"0\r\n\r\n")
 
     assert status(connection.transport) == 413
     assert sent == (max_body_bytes() // len(piece) + 1) * len(piece)
+    assert connection.transport.disconnecting  # closed once the body ended
     assert connection.server.scopes == []
 
 
