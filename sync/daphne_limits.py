@@ -81,7 +81,7 @@ class BoundedHTTPChannel(http.HTTPChannel):
         self.requests[-1]._sync_body_limit = limit
         if limit is not None and self.length is not None and self.length > limit:
             self.refuse_body(limit)
-            return  # no body is read: the connection is closing
+            return  # nothing is kept of the body: rawDataReceived drops it
         super().allHeadersReceived()
 
     def rawDataReceived(self, data):

@@ -2,11 +2,11 @@
 
 Both formatters add every ``extra`` field (user_id, connection_id, code, …)
 and hide credentials as a last line of defence: the value of any query
-parameter whose name reads ``token`` once percent-decoded (``?to%6Ben=``,
-``?TOKEN=``…) and the key after ``Token`` are redacted from the whole line,
-whichever library logged it. Payloads are kept out at the source: nothing
-here logs one, and settings cap the libraries that would at DEBUG (see
-config/settings.py).
+parameter whose name, percent-decoded, contains ``token`` in any case
+(``?token=``, ``?to%6Ben=``, ``?TOKEN=``…) and the key after ``Token`` are
+redacted from the whole line, whichever library logged it. Payloads are
+kept out at the source: nothing here logs one, and settings cap the
+libraries that would at DEBUG (see config/settings.py).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def refusal(status: int, error: dict) -> bytes:
 
 
 def head_too_large(limits: HeadLimits) -> bytes:
-    """431 for a head past `limits.max_bytes`."""
+    """431 for a head past `limits.max_bytes` (and its log line)."""
     logger.info("request refused", extra={"code": 431, "reason": "head_too_large"})
     message = f"The request line and headers are over {limits.max_bytes} bytes."
     return refusal(
@@ -58,7 +58,7 @@ def head_too_large(limits: HeadLimits) -> bytes:
 
 
 def head_timed_out(limits: HeadLimits) -> bytes:
-    """408 for a head still unfinished after `limits.timeout` seconds."""
+    """408 for a head unfinished after `limits.timeout` s (and its log line)."""
     logger.info("request refused", extra={"code": 408, "reason": "head_timeout"})
     message = f"The request line and headers took over {limits.timeout:g} seconds."
     return refusal(
