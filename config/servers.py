@@ -15,6 +15,8 @@ import os
 import sys
 from collections.abc import Mapping
 
+from sync.conf import DEFAULTS
+
 SERVERS = ("uvicorn", "daphne")
 DEFAULT_SERVER = "uvicorn"
 APPLICATION = "config.asgi:application"
@@ -25,12 +27,28 @@ GRACEFUL_SHUTDOWN_SECONDS = 5
 # refused with 1009 by the server before the frame is even buffered whole.
 FRAME_OVERHEAD_BYTES = 4096
 DEFAULT_MAX_PAYLOAD_BYTES = 65536
+# Seconds an idle kept-alive connection stays open (uvicorn's default, made
+# explicit): nginx's upstream keepalive_timeout must stay below it.
+KEEP_ALIVE_SECONDS = 5
 
 
 def max_frame_bytes(env: Mapping[str, str]) -> int:
     """The largest WebSocket message the application accepts."""
     payload = env.get("SYNC_MAX_PAYLOAD_BYTES", "").strip()
     return int(payload or DEFAULT_MAX_PAYLOAD_BYTES) + FRAME_OVERHEAD_BYTES
+
+
+def limit_concurrency(env: Mapping[str, str]) -> int:
+    """uvicorn's --limit-concurrency, from SYNC_LIMIT_CONCURRENCY."""
+    raw = env.get("SYNC_LIMIT_CONCURRENCY", "").strip()
+    if not raw:
+        return DEFAULTS["LIMIT_CONCURRENCY"]
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(
+            f"SYNC_LIMIT_CONCURRENCY must be an integer, got {raw!r}."
+        ) from None
 
 
 def server_command(
@@ -62,8 +80,14 @@ def server_command(
             # a forged header would pass SYNC_METRICS_ALLOW and rate limits.
             "--no-proxy-headers",
             "--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_SECONDS),
+            "--timeout-keep-alive", str(KEEP_ALIVE_SECONDS),
+            # Past this many connections (sockets included) or tasks, HTTP
+            # requests get 503; heads are bounded in sync.uvicorn_limits.
+            "--limit-concurrency", str(limit_concurrency(env)),
         ]  # fmt: skip
     if kind == "daphne":
+        # daphne has no option for heads or concurrency: twisted's limits are
+        # set in-process (sync.daphne_limits).
         return [
             sys.executable,
             "-m",

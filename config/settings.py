@@ -15,7 +15,12 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_str
 from sync.conf import DEFAULTS as SYNC_DEFAULTS
-from sync.logging import WITHOUT_HANDSHAKES, log_level, server_loggers
+from sync.logging import (
+    SHORT_DISALLOWED_HOST,
+    WITHOUT_HANDSHAKES,
+    log_level,
+    server_loggers,
+)
 from sync.rates import parse_rate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -309,6 +314,18 @@ SYNC = {
         "SYNC_TOPIC_AUTHORIZER", SYNC_DEFAULTS["TOPIC_AUTHORIZER"]
     ),
     "REDIS_URL": REDIS_URL,
+    "MAX_REQUEST_HEAD_BYTES": env_int(
+        "SYNC_MAX_REQUEST_HEAD_BYTES",
+        SYNC_DEFAULTS["MAX_REQUEST_HEAD_BYTES"],
+        minimum=4096,
+    ),
+    "REQUEST_HEAD_TIMEOUT": env_int(
+        "SYNC_REQUEST_HEAD_TIMEOUT", SYNC_DEFAULTS["REQUEST_HEAD_TIMEOUT"], minimum=1
+    ),
+    # Read by config/servers.py for uvicorn's command line; checked here too.
+    "LIMIT_CONCURRENCY": env_int(
+        "SYNC_LIMIT_CONCURRENCY", SYNC_DEFAULTS["LIMIT_CONCURRENCY"], minimum=100
+    ),
 }
 
 # Several worker processes on one host share their metrics through this
@@ -348,13 +365,23 @@ LOGGING = {
         "text": {"()": "sync.logging.StructuredFormatter"},
         "json": {"()": "sync.logging.JsonFormatter"},
     },
-    "filters": {WITHOUT_HANDSHAKES: {"()": "sync.logging.WithoutHandshakeLines"}},
+    "filters": {
+        WITHOUT_HANDSHAKES: {"()": "sync.logging.WithoutHandshakeLines"},
+        SHORT_DISALLOWED_HOST: {"()": "sync.logging.ShortDisallowedHost"},
+    },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.request": {"level": "ERROR"},
+        # One short line per request with a foreign Host, through our handler
+        # only (Django's own would repeat it, or mail it to ADMINS).
+        "django.security.DisallowedHost": {
+            "handlers": ["console"],
+            "filters": [SHORT_DISALLOWED_HOST],
+            "propagate": False,
+        },
         # uvicorn's own lines (access log included) in the same format,
         # keeping what uvicorn's command line chose (see server_loggers).
         **server_loggers(LOG_LEVEL, ACCESS_LOG, NEVER_DEBUG),

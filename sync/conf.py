@@ -83,6 +83,17 @@ DEFAULTS: dict[str, Any] = {
     "TOPIC_AUTHORIZER": None,
     # Set: store, channel layer and cache live in Redis, shared by all instances.
     "REDIS_URL": None,
+    # Bytes a request line and its headers may take (WebSocket handshakes
+    # too); past it the server answers 431 and closes the connection.
+    "MAX_REQUEST_HEAD_BYTES": 65536,
+    # Seconds a connection may take to send a whole request head, from when
+    # it opens or its last answer was sent; past it the server answers 408
+    # (or just closes an idle connection).
+    "REQUEST_HEAD_TIMEOUT": 10,
+    # uvicorn's --limit-concurrency: once a process holds this many connections
+    # (sockets included) or tasks, new HTTP requests get 503. Generous: 10,000
+    # sockets per process must stay possible (raise the open-file limit too).
+    "LIMIT_CONCURRENCY": 20000,
 }
 
 # Most topics a connection or poll may name, and the nesting depth of payloads.

@@ -24,6 +24,8 @@
 4. No token in the access log: ``?token=`` is redacted from logged paths,
    and the access log goes through logging (``daphne.access``), in the
    configured format, instead of straight to stdout.
+5. Request heads bounded in size and time, and bodies refused before twisted
+   reads them (``sync.daphne_limits``).
 """
 
 from __future__ import annotations
@@ -53,12 +55,16 @@ FLUSH_SECONDS = 0.2
 def patch_daphne() -> None:
     """Apply every fix once, if daphne is installed."""
     try:
+        from daphne.http_protocol import HTTPFactory
         from daphne.server import Server
         from daphne.ws_protocol import WebSocketProtocol
+
+        from sync.daphne_limits import patch_http_factory
     except ImportError:
         return
     if getattr(Server, "_sync_patched", False):
         return
+    patch_http_factory(HTTPFactory)
     _allow_protocol_close_codes(WebSocketProtocol)
     _publish_transport_backlog(Server)
     _redact_logged_tokens(Server)

@@ -1,10 +1,12 @@
 """Log lines: readable ``key=value`` text in development, JSON in production.
 
 Both formatters add every ``extra`` field (user_id, connection_id, code, …)
-and hide credentials as a last line of defence: a ``token=`` query value and
-the key after ``Token`` are redacted from the whole line, whichever library
-logged it. Payloads are kept out at the source: nothing here logs one, and
-settings cap the libraries that would at DEBUG (see config/settings.py).
+and hide credentials as a last line of defence: the value of any query
+parameter whose name, percent-decoded, contains ``token`` in any case
+(``?token=``, ``?to%6Ben=``, ``?TOKEN=``…) and the key after ``Token`` are
+redacted from the whole line, whichever library logged it. Payloads are
+kept out at the source: nothing here logs one, and settings cap the
+libraries that would at DEBUG (see config/settings.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import logging
 import re
 from typing import Any
+from urllib.parse import unquote
 
 # Attributes every LogRecord has; anything else came from `extra=`.
 STANDARD_ATTRIBUTES = frozenset(
@@ -21,17 +24,55 @@ STANDARD_ATTRIBUTES = frozenset(
 ) | {"message", "asctime", "color_message"}  # uvicorn's coloured duplicate
 
 
-TOKEN_IN_QUERY = re.compile(r"(?<=[?&]token=)[^&#\s\"'\\]*", re.IGNORECASE)
+# A query parameter as a log line shows it: the separator before it, its
+# name as sent, and its value.
+QUERY_PARAMETER = re.compile(r"([?&;])([^=&;#\s\"'\\]+)=([^&;#\s\"'\\]*)")
+# A name that decodes to "token" holds "oken" in some case, or escapes one of
+# its letters (%74 t, %6F o, %6B k, %65 e, %6E n, either case) or a "%"
+# (%25, encoded twice). A line with neither, lowered, has no token to hide.
+ESCAPED_TOKEN_LETTER = re.compile(r"%(?:[46][5bef]|[57]4|25)")
+# Names are decoded again while they change ("%2574oken" -> "%74oken" ->
+# "token"), a few times at most.
+MAX_NAME_DECODINGS = 4
 # "Authorization: Token <key>" (DRF keys are 40 hex digits; any long word here).
 TOKEN_IN_HEADER = re.compile(r"(?<=\bToken )[A-Za-z0-9_\-]{16,}")
 REDACTED = "[redacted]"
+# Enough of a refused Host header to recognise it; a header may be long.
+LOGGED_HOST_CHARS = 100
 
 
 def redact_tokens(text: str) -> str:
-    """`text` with ``token=`` query values and ``Token <key>`` keys hidden."""
-    if "oken" not in text:  # the common case: nothing to search
+    """`text` with token query values and ``Token <key>`` keys hidden.
+
+    The server decodes parameter names (``?to%6Ben=<key>`` authenticates like
+    ``?token=<key>``), so names are compared decoded and case-insensitively;
+    any name containing "token" is hidden, spellings that do not log in too.
+    """
+    lowered = text.lower()  # the common case: two substring searches
+    if "oken" not in lowered and (
+        "%" not in lowered or ESCAPED_TOKEN_LETTER.search(lowered) is None
+    ):
         return text
-    return TOKEN_IN_HEADER.sub(REDACTED, TOKEN_IN_QUERY.sub(REDACTED, text))
+    return TOKEN_IN_HEADER.sub(REDACTED, QUERY_PARAMETER.sub(_redacted_token, text))
+
+
+def _redacted_token(parameter: re.Match) -> str:
+    separator, name = parameter[1], parameter[2]
+    if "token" not in decoded_name(name).lower():
+        return parameter[0]
+    return f"{separator}{name}={REDACTED}"
+
+
+def decoded_name(name: str) -> str:
+    """A query parameter's name, percent-decoded until it no longer changes."""
+    for _ in range(MAX_NAME_DECODINGS):
+        if "%" not in name:
+            break
+        decoded = unquote(name)
+        if decoded == name:
+            break
+        name = decoded
+    return name
 
 
 class LogStream:
@@ -62,6 +103,26 @@ class RedactTokens(logging.Filter):
                 redact_tokens(arg) if isinstance(arg, str) else arg
                 for arg in record.args
             )
+        return True
+
+
+class ShortDisallowedHost(logging.Filter):
+    """One short line for a request whose ``Host`` is not in ALLOWED_HOSTS.
+
+    Django logs each at ERROR with a 2 KB traceback and the host twice,
+    however long it is, and anyone can send such requests. The line keeps
+    the host (truncated) and the client's address, at WARNING: the mistake
+    is the client's.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        meta = getattr(getattr(record, "request", None), "META", {})
+        record.__dict__.pop("request", None)  # its repr shows the whole path
+        record.msg, record.args = "disallowed host", ()
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.host = str(meta.get("HTTP_HOST", ""))[:LOGGED_HOST_CHARS]
+        record.client = meta.get("REMOTE_ADDR")
         return True
 
 
@@ -136,8 +197,9 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
 # A logger entry that writes nothing.
 SILENT = {"handlers": [], "level": "WARNING", "propagate": False}
-# The LOGGING filter name of WithoutHandshakeLines.
+# The LOGGING filter names of WithoutHandshakeLines and ShortDisallowedHost.
 WITHOUT_HANDSHAKES = "without_handshake_lines"
+SHORT_DISALLOWED_HOST = "short_disallowed_host"
 
 
 def log_level(name: str) -> str:

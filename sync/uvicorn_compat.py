@@ -11,11 +11,13 @@ The hook wraps ``Server.shutdown``, which uvicorn looks up when the signal
 has been seen; its signal handlers are bound before the application loads.
 
 Also: uvicorn's access log writes the query string, so ``?token=`` values are
-redacted from it. And its websockets-sansio protocol, once the application
-has answered a handshake with an HTTP status (the ``websocket.http.response``
-extension: a refused handshake gets 429), logs "ASGI callable returned
-without completing handshake." as an error: it never marks that handshake
-complete (its wsproto protocol does). We mark it once the answer is sent.
+redacted from it; request heads are bounded in size and time
+(``sync.uvicorn_limits``). And its websockets-sansio protocol, once the
+application has answered a handshake with an HTTP status (the
+``websocket.http.response`` extension: a refused handshake gets 429), logs
+"ASGI callable returned without completing handshake." as an error: it never
+marks that handshake complete (its wsproto protocol does). We mark it once
+the answer is sent.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import logging
 
 from sync.logging import RedactTokens
 from sync.services import lifecycle
+from sync.uvicorn_limits import patch_http_protocol
 
 # Seconds between refusing new connections and closing idle ones on shutdown
 # (also lets the 1001 close frames go out first).
@@ -55,6 +58,7 @@ def patch_uvicorn() -> None:
     Server.shutdown = shutdown
     Server._sync_patched = True
     _complete_answered_handshakes()
+    _bound_request_heads()
     # The access log, and the "WebSocket /ws?token=…" [accepted] lines.
     for name in ("uvicorn.access", "uvicorn.error"):
         logging.getLogger(name).addFilter(RedactTokens())
@@ -77,3 +81,12 @@ def _complete_answered_handshakes() -> None:
             self.handshake_complete = True
 
     WebSocketsSansIOProtocol.send = send
+
+
+def _bound_request_heads() -> None:
+    """Patch the httptools protocol, the one config/servers.py runs."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # httptools is not installed
+        return
+    patch_http_protocol(HttpToolsProtocol)

@@ -81,6 +81,9 @@ SPEC_DEFAULTS = {
     "METRICS_ALLOW": [],
     "TOPIC_AUTHORIZER": None,
     "REDIS_URL": None,
+    "MAX_REQUEST_HEAD_BYTES": 65536,
+    "REQUEST_HEAD_TIMEOUT": 10,
+    "LIMIT_CONCURRENCY": 20000,
 }
 
 
@@ -173,6 +176,9 @@ def test_production_with_a_random_secret_key_starts_with_debug_off():
         ("SYNC_POLL_MAX_WAIT", "-1"),
         ("SYNC_HEARTBEAT_INTERVAL", "0"),
         ("SYNC_WEBSOCKET_ENABLED", "maybe"),
+        ("SYNC_MAX_REQUEST_HEAD_BYTES", "1024"),
+        ("SYNC_REQUEST_HEAD_TIMEOUT", "0"),
+        ("SYNC_LIMIT_CONCURRENCY", "many"),
     ],
 )
 def test_a_bad_value_refuses_to_start_naming_the_variable(name, value):
@@ -228,6 +234,9 @@ def test_sync_settings_follow_the_environment():
         SYNC_STORE_MAX_BYTES="2097152",
         SYNC_METRICS_ALLOW="10.0.0.1",
         SYNC_TOPIC_AUTHORIZER="myapp.auth.can_follow",
+        SYNC_MAX_REQUEST_HEAD_BYTES="32768",
+        SYNC_REQUEST_HEAD_TIMEOUT="4",
+        SYNC_LIMIT_CONCURRENCY="5000",
     )
 
     expected = {
@@ -255,6 +264,9 @@ def test_sync_settings_follow_the_environment():
         "METRICS_ALLOW": ["10.0.0.1"],
         "TOPIC_AUTHORIZER": "myapp.auth.can_follow",
         "REDIS_URL": None,
+        "MAX_REQUEST_HEAD_BYTES": 32768,
+        "REQUEST_HEAD_TIMEOUT": 4,
+        "LIMIT_CONCURRENCY": 5000,
     }
     assert config["SYNC"] == expected
     assert config["sync_settings"] == expected

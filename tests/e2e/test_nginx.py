@@ -20,6 +20,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.live_server import HOST, PROJECT_ROOT, LiveServer, free_port
+from tests.support.raw_http import MIB, post, probe, request_head
 
 pytestmark = pytest.mark.redis
 
@@ -180,3 +181,33 @@ async def test_a_client_of_a_stopped_instance_resumes_on_the_other(behind_nginx)
     kept = sockets[1 - lost]
     assert [frame["id"] for frame in await messages(kept, 3)] == while_away
     await kept.close()
+
+
+# Limits at the edge (issue 15): nginx refuses first, in the API's error shape.
+
+MAX_PAYLOAD_BYTES = 65536
+
+
+def test_nginx_refuses_what_the_instances_would_and_passes_the_rest(behind_nginx):
+    a, _, port = behind_nginx
+    front = through(a, port)
+    # The largest send the API accepts: a payload at the limit, with its envelope.
+    filler = "x" * (MAX_PAYLOAD_BYTES - len('{"text": ""}'))
+    largest = front.request(
+        "POST",
+        "/api/sync/send",
+        user="alice",
+        data={"type": "chat.message", "payload": {"text": filler}},
+    )
+    api_body = post(front, "/api", 20 * MIB, chunked=False)
+    page_body = post(front, "/accounts/login/", 3 * MIB, chunked=True)
+    huge_header = probe(
+        front, request_head("GET", "/accounts/login/", "X-Huge: " + "a" * 100_000)
+    )
+
+    assert largest.status == 201, largest.body
+    for refused in (api_body, page_body):
+        assert refused.status == 413
+        assert refused.json()["error"]["code"] == "payload_too_large"
+        assert refused.sent < 8 * MIB
+    assert huge_header.status == 400  # nginx: "Request Header Or Cookie Too Large"

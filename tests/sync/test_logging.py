@@ -11,7 +11,13 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from config.asgi import application
-from sync.logging import JsonFormatter, StructuredFormatter
+from sync.logging import (
+    LOGGED_HOST_CHARS,
+    JsonFormatter,
+    ShortDisallowedHost,
+    StructuredFormatter,
+    redact_tokens,
+)
 from sync.services import get_realtime_sync
 from tests.config.test_settings import random_key, refusal, run_setup
 
@@ -111,6 +117,87 @@ def test_tokens_are_redacted_from_any_line(formatter):
     assert "Token [redacted]" in line
 
 
+# Any spelling the server decodes to "token", and some it does not.
+TOKEN_SPELLINGS = [
+    "token",
+    "TOKEN",
+    "to%6Ben",
+    "to%6ben",
+    "%74oken",
+    "%74%6F%6B%65%6E",
+    "%2574oken",
+    "access_token",
+]
+
+
+@pytest.mark.parametrize("spelling", TOKEN_SPELLINGS)
+def test_a_token_is_redacted_whatever_the_spelling_of_its_parameter(spelling):
+    line = redact_tokens(f'"GET /ws?cursor=1&{spelling}={TOKEN}&topics=a HTTP/1.1"')
+
+    assert TOKEN not in line
+    assert f"?cursor=1&{spelling}=[redacted]&topics=a " in line
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), StructuredFormatter()])
+def test_an_encoded_token_parameter_is_redacted_by_both_formatters(formatter):
+    line = formatter.format(
+        record('%s - "WebSocket %s" [accepted]', "127.0.0.1:7", f"/ws?to%6Ben={TOKEN}")
+    )
+
+    assert TOKEN not in line
+    assert "/ws?to%6Ben=[redacted]" in line
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"GET /api/sync/poll?since=0&topics=a%2Cb&limit=10 HTTP/1.1" 200',
+        "websocket connected connection_id='c1' user_id=42",
+        "100% of the spoken words",
+    ],
+)
+def test_lines_without_a_token_are_left_as_they_are(text):
+    assert redact_tokens(text) == text
+
+
+class FakeRequest:
+    """What the filter reads of Django's request: its META."""
+
+    def __init__(self, host: str) -> None:
+        self.META = {"HTTP_HOST": host, "REMOTE_ADDR": "203.0.113.9"}
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), StructuredFormatter()])
+def test_a_disallowed_host_record_becomes_one_short_line(formatter):
+    host = "evil-" + "x" * 5000 + ".example"
+    try:
+        raise ValueError(f"Invalid HTTP_HOST header: {host!r}.")
+    except ValueError as error:
+        entry = logging.LogRecord(
+            "django.security.DisallowedHost",
+            logging.ERROR,
+            "",
+            0,
+            str(error),
+            (),
+            (ValueError, error, error.__traceback__),
+        )
+    entry.request = FakeRequest(host)
+    entry.status_code = 400
+
+    assert ShortDisallowedHost().filter(entry) is True
+    line = formatter.format(entry)
+
+    assert "\n" not in line
+    assert "Traceback" not in line
+    assert "WARNING" in line
+    assert "disallowed host" in line
+    assert host[:LOGGED_HOST_CHARS] in line
+    assert host[: LOGGED_HOST_CHARS + 1] not in line
+    assert "203.0.113.9" in line
+    assert len(line) < 400
+
+
 # Settings: production JSON, development text, DEBUG without leaks ---------------
 
 
@@ -137,6 +224,27 @@ def test_development_logs_readable_lines_and_log_format_overrides_it():
         assert "connection_id='c1'" in lines[0]
     with pytest.raises(json.JSONDecodeError):
         json.loads(development[0])
+
+
+DISALLOWED_HOST_REQUEST = """
+from django.test import Client
+print(Client().get("/", HTTP_HOST="evil.com").status_code)
+"""
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"DJANGO_ENV": "production", "SECRET_KEY": random_key(50)}],
+    ids=["development", "production"],
+)
+def test_a_request_with_a_disallowed_host_logs_one_line(env):
+    completed = run_setup(DISALLOWED_HOST_REQUEST, **env)
+
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["400"]
+    [line] = completed.stderr.splitlines()  # not Django's copy, no traceback
+    assert "disallowed host" in line
+    assert "evil.com" in line
 
 
 def test_an_unknown_log_format_refuses_to_start():
