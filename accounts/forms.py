@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 
-from sync.login_limits import LoginRateLimitMixin
+from sync.http.login_limits import LoginRateLimitMixin
 
 
 class RateLimitedAuthenticationForm(LoginRateLimitMixin, AuthenticationForm):

@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from accounts.forms import RateLimitedAuthenticationForm
-from sync.login_limits import rate_limited_login
+from sync.http.login_limits import rate_limited_login
 
 login_view = auth_views.LoginView.as_view(
     authentication_form=RateLimitedAuthenticationForm

@@ -8,14 +8,14 @@ from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
-from sync.apiview import SyncAPIView
-from sync.client_address import request_address
-from sync.exceptions import InvalidCredentials, LoginThrottled
-from sync.login_limits import aretry_after
-from sync.schema import BODY_CODES, RETRY_AFTER, responses
-from sync.serializers import TokenRequest, TokenResponse
-from sync.validation import check_fields
-from sync.worker_threads import in_worker_thread
+from sync.core.client_address import request_address
+from sync.core.exceptions import InvalidCredentials, LoginThrottled
+from sync.core.validation import check_fields
+from sync.core.worker_threads import in_worker_thread
+from sync.http.apiview import SyncAPIView
+from sync.http.login_limits import aretry_after
+from sync.http.schema import BODY_CODES, RETRY_AFTER, responses
+from sync.http.serializers import TokenRequest, TokenResponse
 
 TOKEN_FIELDS = frozenset({"username", "password"})
 
@@ -24,7 +24,7 @@ class ObtainTokenView(SyncAPIView):
     """Exchange a username and password for an API token (rate limited).
 
     Failed attempts count against ``SYNC_LOGIN_RATE_LIMIT`` (through
-    ``authenticate``'s failure signal, see ``sync.login_limits``), as on the
+    ``authenticate``'s failure signal, see ``sync.http.login_limits``), as on the
     login pages.
     """
 

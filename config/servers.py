@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Mapping
 
-from sync.conf import DEFAULTS
+from sync.core.conf import DEFAULTS
 
 SERVERS = ("uvicorn", "daphne")
 DEFAULT_SERVER = "uvicorn"
@@ -82,12 +82,12 @@ def server_command(
             "--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_SECONDS),
             "--timeout-keep-alive", str(KEEP_ALIVE_SECONDS),
             # Past this many connections (sockets included) or tasks, HTTP
-            # requests get 503; heads are bounded in sync.uvicorn_limits.
+            # requests get 503; heads are bounded in sync.ops.uvicorn_limits.
             "--limit-concurrency", str(limit_concurrency(env)),
         ]  # fmt: skip
     if kind == "daphne":
         # daphne has no option for heads or concurrency: twisted's limits are
-        # set in-process (sync.daphne_limits).
+        # set in-process (sync.ops.daphne_limits).
         return [
             sys.executable,
             "-m",

@@ -14,14 +14,14 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_str
-from sync.conf import DEFAULTS as SYNC_DEFAULTS
-from sync.logging import (
+from sync.core.conf import DEFAULTS as SYNC_DEFAULTS
+from sync.core.rates import parse_rate
+from sync.ops.logging import (
     SHORT_DISALLOWED_HOST,
     WITHOUT_HANDSHAKES,
     log_level,
     server_loggers,
 )
-from sync.rates import parse_rate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -67,9 +67,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # WhiteNoise, fitted to ASGI: /static/ from the app server (sync.static_files).
-    "sync.static_files.StaticFilesMiddleware",
-    "sync.cors.CorsMiddleware",
+    # WhiteNoise, fitted to ASGI: /static/ from the app server (sync.ops.static_files).
+    "sync.ops.static_files.StaticFilesMiddleware",
+    "sync.http.cors.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -99,7 +99,7 @@ TEMPLATES = [
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
 # Seconds a database connection is kept for reuse. The API runs its few
 # queries (a token not cached yet, a session, a broadcast record) in the
-# long-lived worker threads of the default pool (sync.http_app), so a kept
+# long-lived worker threads of the default pool (sync.http.fast_path), so a kept
 # connection spares a connect per query: 60 s for a server database
 # (PostgreSQL), health-checked before reuse. Pages and the admin keep
 # Django's handler, which serves each request in a thread of its own: their
@@ -123,7 +123,7 @@ SYNC_STORE_KEY_PREFIX = env_str(
 
 # With REDIS_URL the cache holds the rate-limit counters, shared by every
 # server process (keys expire with their window; Redis runs noeviction).
-# Without it they live in each process's own table (sync.counter_table),
+# Without it they live in each process's own table (sync.services.counter_table),
 # never in LocMemCache, which evicts live counters past 300 entries.
 if REDIS_URL:
     CACHES = {
@@ -148,7 +148,7 @@ if REDIS_URL:
     # so a 2 s timeout only bounds a publish to a hung Redis.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "sync.channel_layer.PubSubChannelLayer",
+            "BACKEND": "sync.ws.channel_layer.PubSubChannelLayer",
             "CONFIG": {
                 "hosts": [
                     {
@@ -195,15 +195,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its "Token" challenge turns missing credentials into 401.
-        # Cached per process for a short while (sync.token_cache).
-        "sync.authentication.CachedTokenAuthentication",
-        "sync.authentication.CsrfSessionAuthentication",
+        # Cached per process for a short while (sync.services.token_cache).
+        "sync.http.authentication.CachedTokenAuthentication",
+        "sync.http.authentication.CsrfSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_THROTTLE_CLASSES": ["sync.throttling.SyncRateThrottle"],
-    "DEFAULT_PARSER_CLASSES": ["sync.parsers.StrictJSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["sync.http.throttling.SyncRateThrottle"],
+    "DEFAULT_PARSER_CLASSES": ["sync.http.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "sync.exception_handler.api_exception_handler",
+    "EXCEPTION_HANDLER": "sync.http.exception_handler.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # 0: rate-limit anonymous callers by REMOTE_ADDR and ignore a client-supplied
@@ -329,7 +329,7 @@ SYNC = {
 }
 
 # Several worker processes on one host share their metrics through this
-# directory (see sync.metrics); prometheus-client reads it from the
+# directory (see sync.core.metrics); prometheus-client reads it from the
 # environment, so only its existence is checked here.
 PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
 if PROMETHEUS_MULTIPROC_DIR and not os.path.isdir(PROMETHEUS_MULTIPROC_DIR):
@@ -362,12 +362,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "text": {"()": "sync.logging.StructuredFormatter"},
-        "json": {"()": "sync.logging.JsonFormatter"},
+        "text": {"()": "sync.ops.logging.StructuredFormatter"},
+        "json": {"()": "sync.ops.logging.JsonFormatter"},
     },
     "filters": {
-        WITHOUT_HANDSHAKES: {"()": "sync.logging.WithoutHandshakeLines"},
-        SHORT_DISALLOWED_HOST: {"()": "sync.logging.ShortDisallowedHost"},
+        WITHOUT_HANDSHAKES: {"()": "sync.ops.logging.WithoutHandshakeLines"},
+        SHORT_DISALLOWED_HOST: {"()": "sync.ops.logging.ShortDisallowedHost"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},

@@ -6,11 +6,11 @@ from drf_spectacular.views import SpectacularJSONAPIView
 
 from accounts.forms import RateLimitedAdminAuthenticationForm
 from accounts.views import ObtainTokenView
-from sync.apiview import SyncAPIView
-from sync.login_limits import rate_limited_login
-from sync.metrics_view import MetricsView
-from sync.pages import index
-from sync.views import ApiNotFoundView
+from sync.http.apiview import SyncAPIView
+from sync.http.login_limits import rate_limited_login
+from sync.http.pages import index
+from sync.http.views import ApiNotFoundView
+from sync.ops.metrics_view import MetricsView
 
 
 class SchemaView(SyncAPIView, SpectacularJSONAPIView):

@@ -11,7 +11,7 @@ class SyncConfig(AppConfig):
     def ready(self) -> None:
         # Registers the OpenAPI extension for our session authentication, and
         # counts failed logins (user_login_failed) for SYNC_LOGIN_RATE_LIMIT.
-        from sync import login_limits, schema  # noqa: F401
+        from sync.http import schema  # noqa: F401
         from sync.signals import connect_revocation_signals
 
         # Deactivating or deleting a user, or deleting a token, closes sockets.

@@ -49,7 +49,7 @@ class Monitor(models.Model):
 
     Registering it gives the page its place in the admin index and its URL,
     /admin/sync/monitor/, the way every admin page gets them (see
-    sync.admin.MonitorAdmin); nothing is ever stored.
+    sync.admin.monitor.MonitorAdmin); nothing is ever stored.
     """
 
     class Meta:

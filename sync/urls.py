@@ -1,6 +1,6 @@
 from django.urls import path
 
-from sync import views
+from sync.http import views
 
 urlpatterns = [
     path("poll", views.PollView.as_view(), name="sync-poll"),

@@ -14,9 +14,9 @@ from django.core.cache import cache, caches
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from sync.ratelimit import reset_counters
 from sync.services import reset_services
-from sync.services.message_queue import MemoryMessageStore
+from sync.services.ratelimit import reset_counters
+from sync.store.memory import MemoryMessageStore
 
 PASSWORD = "correct horse battery staple"
 

@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
-from sync.exceptions import StoreUnavailable, SyncError
+from sync.core.exceptions import StoreUnavailable, SyncError
 from sync.services import RealtimeSync, get_realtime_sync
 
 IN_MEMORY_NOTICE = (

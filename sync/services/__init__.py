@@ -13,15 +13,15 @@ import threading
 
 from django.conf import settings
 
-from sync import metrics
-from sync.conf import sync_settings
+from sync.core import metrics
+from sync.core.conf import sync_settings
 from sync.services import lifecycle
 from sync.services.connections import MemoryConnectionRegistry
 from sync.services.handlers import message_handler
 from sync.services.hub import DeliveryHub
-from sync.services.message_queue import MemoryMessageStore, MessageStore
 from sync.services.realtime import RealtimeSync
 from sync.services.revocation import HeardRevocations
+from sync.store.memory import MemoryMessageStore, MessageStore
 
 __all__ = [
     "RealtimeSync",
@@ -66,7 +66,7 @@ def create_store() -> MessageStore:
     if not sync_settings.REDIS_URL:
         return MemoryMessageStore()
     # Imported here so the embedded default never loads the Redis client.
-    from sync.services.redis_store import RedisMessageStore
+    from sync.store.redis import RedisMessageStore
 
     prefix = getattr(settings, "SYNC_STORE_KEY_PREFIX", "sync:store:")
     return RedisMessageStore(sync_settings.REDIS_URL, prefix=prefix)

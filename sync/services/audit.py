@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sync.worker_threads import in_worker_thread
+from sync.core.worker_threads import in_worker_thread
 
 logger = logging.getLogger(__name__)
 

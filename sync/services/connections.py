@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from sync import metrics
+from sync.core import metrics
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 
-from sync.exceptions import SyncError
+from sync.core.exceptions import SyncError
 
 logger = logging.getLogger(__name__)
 

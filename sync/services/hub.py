@@ -21,8 +21,8 @@ import contextlib
 import logging
 from typing import Protocol
 
-from sync import metrics
-from sync.services.message_queue import BROADCAST, StoredMessage
+from sync.core import metrics
+from sync.store.memory import BROADCAST, StoredMessage
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Process shutdown, as the service layer sees it.
 
-On SIGTERM the ASGI server adapter (``sync.daphne_compat`` or
-``sync.uvicorn_compat``) calls ``begin_shutdown``: waiting long polls then
+On SIGTERM the ASGI server adapter (``sync.ops.daphne_compat`` or
+``sync.ops.uvicorn_compat``) calls ``begin_shutdown``: waiting long polls then
 answer at once (empty) instead of being cut, so every request in flight gets
 a response before the process exits, and the listeners registered with
 ``on_shutdown`` run (the delivery hub closes every socket with 1001).

@@ -13,11 +13,11 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
-from sync.clock import now_ms
-from sync.conf import sync_settings
-from sync.services.message_queue import BROADCAST, StoreStats
+from sync.core.clock import now_ms
+from sync.core.conf import sync_settings
 from sync.services.polling import waiting_polls
 from sync.services.realtime import RealtimeSync
+from sync.store.memory import BROADCAST, StoreStats
 
 POLL_ENDPOINT = "/api/sync/poll"
 # Queues listed one by one, largest first; the totals count every queue.

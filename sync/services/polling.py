@@ -7,12 +7,12 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-from sync import metrics
-from sync.conf import sync_settings
-from sync.exceptions import TooManyWaitingPolls
-from sync.query_params import PollQuery
+from sync.core import metrics
+from sync.core.conf import sync_settings
+from sync.core.exceptions import TooManyWaitingPolls
+from sync.http.query_params import PollQuery
 from sync.services import lifecycle
-from sync.services.message_queue import MessageStore, ReadResult
+from sync.store.memory import MessageStore, ReadResult
 
 
 class WaitingPolls:

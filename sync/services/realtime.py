@@ -17,7 +17,7 @@ from typing import Any
 
 from django.db import transaction
 
-from sync import jsontext, metrics, validation
+from sync.core import jsontext, metrics, validation
 from sync.services.audit import (
     amark_unpublished,
     arecord_broadcast,
@@ -25,10 +25,10 @@ from sync.services.audit import (
     record_broadcast,
 )
 from sync.services.connections import MemoryConnectionRegistry
-from sync.services.envelopes import Draft
 from sync.services.handlers import run_handlers
 from sync.services.hub import DeliveryHub
-from sync.services.message_queue import (
+from sync.store.envelopes import Draft
+from sync.store.memory import (
     BROADCAST,
     ClusterConnections,
     MessageStore,

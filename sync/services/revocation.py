@@ -33,7 +33,7 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 
 from sync.services.groups import cross_process_layer, user_group
 from sync.services.hub import DeliveryHub
-from sync.token_cache import token_cache
+from sync.services.token_cache import token_cache
 
 logger = logging.getLogger(__name__)
 

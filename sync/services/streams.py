@@ -14,8 +14,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 
-from sync.services.cursors import Position
-from sync.services.message_queue import BROADCAST, MessageStore, ReadResult
+from sync.store.cursors import Position
+from sync.store.memory import BROADCAST, MessageStore, ReadResult
 
 # Messages per store read while replaying or filling a hole.
 PAGE_SIZE = 500

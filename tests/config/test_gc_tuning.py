@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sync.gc_tuning import YOUNGEST_GENERATION_THRESHOLD
+from sync.ops.gc_tuning import YOUNGEST_GENERATION_THRESHOLD
 from tests.config.test_settings import run_setup
 
 REPORT = """

@@ -26,7 +26,7 @@ SETUP = (
 REPORT = """
 import json
 from django.conf import settings
-from sync.conf import sync_settings
+from sync.core.conf import sync_settings
 print(json.dumps({
     "DEBUG": settings.DEBUG,
     "ENGINE": settings.DATABASES["default"]["ENGINE"],
@@ -204,7 +204,7 @@ def test_redis_url_moves_the_channel_layer_and_rate_limit_cache_to_redis():
     redis_url = "redis://redis.invalid:6379/3"
     config = started(REDIS_URL=redis_url)
 
-    assert config["CHANNEL_LAYER"] == "sync.channel_layer.PubSubChannelLayer"
+    assert config["CHANNEL_LAYER"] == "sync.ws.channel_layer.PubSubChannelLayer"
     assert "redis" in config["CACHE"].lower()
     assert config["SYNC"]["REDIS_URL"] == redis_url
 

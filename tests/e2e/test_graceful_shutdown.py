@@ -3,7 +3,7 @@
 Found by the two-instance soak: uvicorn closes at once every connection with
 no request under way when it starts shutting down, so a request whose bytes
 were still on their way got a reset and its sender could not tell whether
-it was stored. ``sync.uvicorn_compat`` stops accepting first and gives such
+it was stored. ``sync.ops.uvicorn_compat`` stops accepting first and gives such
 connections a moment to deliver.
 """
 

@@ -14,7 +14,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
 
-from sync.exceptions import StoreUnavailable
+from sync.core.exceptions import StoreUnavailable
 from sync.models import Broadcast
 from sync.services import get_realtime_sync
 
@@ -133,7 +133,7 @@ def test_the_figures_answer_503_when_the_store_is_unavailable(
     def unavailable(sync):
         raise StoreUnavailable()
 
-    monkeypatch.setattr("sync.admin_monitor.snapshot", unavailable)
+    monkeypatch.setattr("sync.admin.monitor.snapshot", unavailable)
 
     figures = staff_browser.get(FIGURES)
     page = staff_browser.get(MONITOR)

@@ -1,10 +1,10 @@
-"""Which address a caller is counted under (sync.client_address)."""
+"""Which address a caller is counted under (sync.core.client_address)."""
 
 from __future__ import annotations
 
 import pytest
 
-from sync.client_address import address_key, pick_address, scope_address
+from sync.core.client_address import address_key, pick_address, scope_address
 
 STATUS = "/api/sync/status"
 

@@ -20,8 +20,8 @@ from rest_framework.authtoken.models import Token
 
 from sync.services import get_realtime_sync, message_handler
 from sync.services.handlers import unregister
-from sync.services.paging import ReadResult
 from sync.services.streams import ReaderStream
+from sync.store.paging import ReadResult
 from tests.conftest import PASSWORD
 from tests.sync.test_consumers import (
     assert_error,

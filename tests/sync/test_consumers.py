@@ -1264,7 +1264,7 @@ async def test_a_long_replay_comes_page_by_page_in_order(
 async def test_a_replay_whose_client_stops_reading_closes_4413_and_reads_no_more(
     ws_connect, user, sync_config, page_reads, monkeypatch
 ):
-    from sync.outbox import Outbox
+    from sync.ws.outbox import Outbox
 
     sync_config(POLL_MAX_BYTES=65_536, WS_MAX_PENDING_BYTES=262_144)
     sync = get_realtime_sync()

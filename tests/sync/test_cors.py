@@ -12,7 +12,7 @@ from django.http import HttpResponse
 from django.test import AsyncClient, Client
 from rest_framework.authtoken.models import Token
 
-from sync.cors import CorsMiddleware
+from sync.http.cors import CorsMiddleware
 from tests.conftest import PASSWORD
 
 SPA = "https://spa.example.com"

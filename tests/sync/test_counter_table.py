@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import tracemalloc
 
-from sync.counter_table import CounterTable
-from sync.rates import Rate
+from sync.core.rates import Rate
+from sync.services.counter_table import CounterTable
 from tests.conftest import FakeClock
 
 MINUTE = Rate(limit=5, window=60)

@@ -13,9 +13,9 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from sync.asgi_limits import LINGER_BYTES, LINGER_SECONDS
-from sync.daphne_limits import BoundedHTTPChannel, BoundedWebRequest
-from sync.parsers import max_body_bytes
+from sync.http.body_limits import LINGER_BYTES, LINGER_SECONDS
+from sync.http.parsers import max_body_bytes
+from sync.ops.daphne_limits import BoundedHTTPChannel, BoundedWebRequest
 
 HEAD_LIMIT = 4096
 HEAD_TIMEOUT = 5

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sync import frame_limits
-from sync.frame_limits import FrameVerdict, judge_frame
 from sync.services import get_realtime_sync
+from sync.ws import frame_limits
+from sync.ws.frame_limits import FrameVerdict, judge_frame
 from tests.conftest import FakeClock
 
 # A whole number of 10 s windows: the tests run inside one window.

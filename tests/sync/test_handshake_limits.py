@@ -1,4 +1,4 @@
-"""WebSocket handshakes per client address and per user (sync.handshake_limits)."""
+"""WebSocket handshakes per client address and per user (sync.ws.handshake_limits)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from channels.testing import WebsocketCommunicator
 from rest_framework.authtoken.models import Token
 
 from config.asgi import application
-from sync import middleware, ratelimit
-from sync.handshake_limits import AddressGate, HandshakeLimit
+from sync.services import ratelimit
+from sync.ws import middleware
+from sync.ws.handshake_limits import AddressGate, HandshakeLimit
 from tests.conftest import FakeClock
 
 # A whole number of hours: the tests run inside one window.
@@ -126,7 +127,7 @@ async def test_a_refusal_flood_logs_one_line_per_window(
         for _ in range(6):
             await handshakes.open("token=bad")
 
-    refusals = [r for r in caplog.records if r.name == "sync.handshake_limits"]
+    refusals = [r for r in caplog.records if r.name == "sync.ws.handshake_limits"]
     assert len(refusals) == 1
     assert refusals[0].code == 4429
     assert refusals[0].client == "198.51.100.1"

@@ -7,7 +7,7 @@ import json
 import threading
 
 from sync.services.hub import DeliveryHub, EncodedMessage
-from sync.services.message_queue import MemoryMessageStore
+from sync.store.memory import MemoryMessageStore
 
 
 class Socket:

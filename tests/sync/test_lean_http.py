@@ -1,4 +1,4 @@
-"""The lean HTTP path of /api/ (sync.http_app): no thread where none is needed.
+"""The lean HTTP path of /api/ (sync.http.fast_path): no thread where none is needed.
 
 Requests go through ``ApiHandler`` in-process, as ASGI (the path a real
 server takes), and through the test client where only the token cache is
@@ -24,16 +24,15 @@ from django.core.asgi import get_asgi_application
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from sync import ratelimit
-from sync.exceptions import StoreUnavailable
-from sync.http_app import ApiHandler, ApiRouter
-from sync.http_handlers import http_handler_runs
+from sync.core.exceptions import StoreUnavailable
+from sync.core.rates import parse_rate
+from sync.http.fast_path import ApiHandler, ApiRouter
+from sync.http.handler_runs import http_handler_runs
 from sync.models import Broadcast
-from sync.rates import parse_rate
-from sync.services import get_realtime_sync, message_handler
+from sync.services import get_realtime_sync, message_handler, ratelimit
 from sync.services.handlers import unregister
 from sync.services.polling import waiting_polls
-from sync.token_cache import TokenCache, token_cache
+from sync.services.token_cache import TokenCache, token_cache
 from tests.conftest import PASSWORD, FakeClock
 
 POLL = "/api/sync/poll"

@@ -11,7 +11,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from config.asgi import application
-from sync.logging import (
+from sync.ops.logging import (
     LOGGED_HOST_CHARS,
     JsonFormatter,
     ShortDisallowedHost,
@@ -25,7 +25,7 @@ MARKER = "payload-marker-7f3a"
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 LOG_SAMPLE = """
 import logging, sys
-logging.getLogger("sync.consumers").info(
+logging.getLogger("sync.ws.consumer").info(
     "websocket connected", extra={"connection_id": "c1", "user_id": 42}
 )
 logging.getLogger("uvicorn.access").info(
@@ -52,7 +52,7 @@ for name in ("websockets.server", "uvicorn.error", "django.db.backends",
 
 def record(message: str, *args, exc_info=None, **extra) -> logging.LogRecord:
     entry = logging.LogRecord(
-        "sync.consumers", logging.INFO, "", 0, message, args, exc_info
+        "sync.ws.consumer", logging.INFO, "", 0, message, args, exc_info
     )
     for key, value in extra.items():
         setattr(entry, key, value)
@@ -84,7 +84,7 @@ def test_a_json_line_has_time_level_logger_message_and_the_extra_fields():
 
     entry = json.loads(line)
     assert entry["ts"].endswith("Z")
-    assert (entry["level"], entry["logger"]) == ("INFO", "sync.consumers")
+    assert (entry["level"], entry["logger"]) == ("INFO", "sync.ws.consumer")
     assert entry["message"] == "websocket closed"
     assert (entry["connection_id"], entry["user_id"], entry["code"]) == ("abc", 7, 4408)
 
@@ -219,7 +219,7 @@ def test_development_logs_readable_lines_and_log_format_overrides_it():
     )
 
     for lines in (development, production_text):
-        assert " INFO sync.consumers websocket connected " in lines[0]
+        assert " INFO sync.ws.consumer websocket connected " in lines[0]
         assert "user_id=42" in lines[0]
         assert "connection_id='c1'" in lines[0]
     with pytest.raises(json.JSONDecodeError):

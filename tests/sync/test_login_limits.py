@@ -1,4 +1,4 @@
-"""Failed logins per address and per username (sync.login_limits)."""
+"""Failed logins per address and per username (sync.http.login_limits)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import redis
 from django.contrib.auth.backends import ModelBackend
 from django.test import Client
 
-from sync import ratelimit
-from sync.login_limits import identities, refusal_message
+from sync.http.login_limits import identities, refusal_message
+from sync.services import ratelimit
 from tests.conftest import PASSWORD, FakeClock
 
 LOGIN = "/accounts/login/"
@@ -141,11 +141,13 @@ def test_a_successful_login_is_not_counted(user):
 def test_the_failure_that_uses_a_budget_up_is_logged_once_without_the_username(
     user, caplog
 ):
-    with caplog.at_level(logging.INFO, logger="sync.login_limits"):
+    with caplog.at_level(logging.INFO, logger="sync.http.login_limits"):
         for _ in range(LIMIT + 3):
             log_in(LOGIN, "alice")
 
-    lines = [record for record in caplog.records if record.name == "sync.login_limits"]
+    lines = [
+        record for record in caplog.records if record.name == "sync.http.login_limits"
+    ]
     assert sorted(record.by for record in lines) == ["ip", "user"]
     assert all("alice" not in str(vars(record)) for record in lines)
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from sync.services.message_queue import (
+from sync.services.realtime import build_message
+from sync.store.memory import (
     STALE_ENTRY_BYTES,
     MemoryMessageStore,
     message_size,
 )
-from sync.services.realtime import build_message
 
 
 def user_message(user_id: str, number: int) -> dict:

@@ -17,11 +17,11 @@ import redis
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from sync import metrics
-from sync.outbox import Outbox
+from sync.core import metrics
 from sync.services import get_realtime_sync, reset_services
-from sync.services.message_queue import MemoryMessageStore
-from sync.services.redis_store import RedisMessageStore
+from sync.store.memory import MemoryMessageStore
+from sync.store.redis import RedisMessageStore
+from sync.ws.outbox import Outbox
 from tests.config.test_settings import refusal
 from tests.conftest import PASSWORD
 
@@ -331,7 +331,7 @@ def test_a_bad_allow_list_refuses_to_start_naming_the_variable():
 
 WORKER = """
 import os, sys
-from sync import metrics
+from sync.core import metrics
 opened, published = int(sys.argv[1]), int(sys.argv[2])
 for _ in range(opened):
     metrics.connections.inc()
@@ -342,7 +342,7 @@ if sys.argv[3] == "shut down":
 """
 SCRAPE = """
 import sys
-from sync import metrics
+from sync.core import metrics
 sys.stdout.write(metrics.exposition()[0].decode())
 """
 

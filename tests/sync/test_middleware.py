@@ -16,7 +16,7 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from config.asgi import application
-from sync.middleware import OriginCheck, TokenAuthMiddleware
+from sync.ws.middleware import OriginCheck, TokenAuthMiddleware
 from tests.conftest import PASSWORD
 
 PROXY_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sync.outbox import CLOSE_SLOW_CONSUMER, Outbox
+from sync.ws.outbox import CLOSE_SLOW_CONSUMER, Outbox
 
 
 class StuckClient:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sync.services.cursors import Position
-from sync.services.envelopes import Draft
-from sync.services.paging import (
+from sync.store.cursors import Position
+from sync.store.envelopes import Draft
+from sync.store.paging import (
     BROADCAST,
     NOTHING_DROPPED,
     USER,

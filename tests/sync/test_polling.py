@@ -8,7 +8,7 @@ import pytest
 from django.test import AsyncClient
 from rest_framework.authtoken.models import Token
 
-from sync.exceptions import StoreUnavailable
+from sync.core.exceptions import StoreUnavailable
 from sync.services import get_realtime_sync, lifecycle
 from sync.services.polling import waiting_polls
 

@@ -8,12 +8,12 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError, transaction
 
-from sync import exceptions
+from sync.core import exceptions
+from sync.core.validation import MessageInput
 from sync.models import Broadcast
 from sync.services import get_realtime_sync, message_handler
 from sync.services.groups import user_group
 from sync.services.handlers import arun_handlers, unregister
-from sync.validation import MessageInput
 
 
 def stored_types(user_id, topics=()) -> list[str]:

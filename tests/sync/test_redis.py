@@ -17,9 +17,9 @@ import redis
 from channels.layers import channel_layers
 from django.conf import settings
 
-from sync.ratelimit import ahit_shared
-from sync.rates import Rate
+from sync.core.rates import Rate
 from sync.services import get_realtime_sync
+from sync.services.ratelimit import ahit_shared
 
 pytestmark = pytest.mark.redis
 
@@ -37,8 +37,8 @@ def test_prefix(redis_url):
 COUNT_ONE_HIT = """
 import django, json
 django.setup()
-from sync.ratelimit import hit_shared
-from sync.rates import Rate
+from sync.services.ratelimit import hit_shared
+from sync.core.rates import Rate
 print(json.dumps(hit_shared("user:1", Rate(3, 3600), now=7200.0).count))
 """
 
@@ -72,7 +72,7 @@ def test_the_rate_limit_counter_is_shared_by_server_processes(redis_url, test_pr
 def redis_layer(settings, redis_url, test_prefix):
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "sync.channel_layer.PubSubChannelLayer",
+            "BACKEND": "sync.ws.channel_layer.PubSubChannelLayer",
             "CONFIG": {"hosts": [redis_url], "prefix": test_prefix},
         }
     }

@@ -15,7 +15,7 @@ import pytest
 import redis
 from channels.layers import channel_layers
 
-from sync import consumers
+from sync.ws import consumer as consumers
 from tests.conftest import closed_port
 
 
@@ -148,7 +148,7 @@ def unreachable_pubsub_layer(settings):
     """The pub/sub layer (it subscribes a channel per socket) on a dead Redis."""
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "sync.channel_layer.PubSubChannelLayer",
+            "BACKEND": "sync.ws.channel_layer.PubSubChannelLayer",
             "CONFIG": {"hosts": [f"redis://127.0.0.1:{closed_port()}/0"]},
         }
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sync.request_heads import (
+from sync.ops.request_heads import (
     HeadLimits,
     head_limits,
     head_timed_out,

@@ -24,18 +24,18 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
-from sync.exceptions import StoreUnavailable
+from sync.core.exceptions import StoreUnavailable
 from sync.services import get_realtime_sync, reset_services, revocation
 from sync.services.groups import user_group
 from sync.services.hub import DeliveryHub
-from sync.services.redis_store import RedisMessageStore
 from sync.services.revocation import (
     REVOKE_EVENT,
     HeardRevocations,
     arevoke_token,
     arevoke_user,
 )
-from sync.token_cache import token_cache
+from sync.services.token_cache import token_cache
+from sync.store.redis import RedisMessageStore
 
 EVERY_SOCKET = {"type": "sync.revoke", "token": None}
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
 from schemathesis.config import SchemathesisConfig
 
-from sync.clock import now_ms
+from sync.core.clock import now_ms
 from sync.models import Broadcast
 
 SCHEMA = "/api/schema/"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.test import AsyncClient, Client, RequestFactory
 
-from sync.static_files import StaticFilesMiddleware
+from sync.ops.static_files import StaticFilesMiddleware
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "sync" / "static" / "sync"
 CSS_URL = "/static/sync/dashboard.css"

@@ -21,12 +21,12 @@ import uuid
 import pytest
 import redis
 
-from sync.exceptions import StoreUnavailable
+from sync.core.exceptions import StoreUnavailable
 from sync.services import create_store, reset_services
-from sync.services.cursors import Position, decode_cursor
-from sync.services.message_queue import MemoryMessageStore
 from sync.services.realtime import build_message
-from sync.services.redis_store import RedisMessageStore
+from sync.store.cursors import Position, decode_cursor
+from sync.store.memory import MemoryMessageStore
+from sync.store.redis import RedisMessageStore
 
 
 @pytest.fixture
@@ -398,7 +398,7 @@ def test_dropped_broadcasts_of_untracked_topics_count_for_every_topic_reader(
     any_store, clock, sync_config, monkeypatch
 ):
     # Past the bound on remembered topics the rule turns conservative.
-    monkeypatch.setattr("sync.services.message_queue.MAX_TRACKED_DROP_TOPICS", 2)
+    monkeypatch.setattr("sync.store.memory.MAX_TRACKED_DROP_TOPICS", 2)
     sync_config(MESSAGE_TTL=10)
     before = any_store.head("1")
     for topic in ("a", "b", "c"):
@@ -664,8 +664,8 @@ async def test_a_socket_resumes_and_receives_live_on_the_redis_store(
 def test_a_sweep_covers_every_queue_in_batches(
     redis_store, clock, sync_config, monkeypatch
 ):
-    monkeypatch.setattr("sync.services.redis_store.PURGE_BATCH_QUEUES", 2)
-    monkeypatch.setattr("sync.services.redis_store.STATS_LISTED_QUEUES", 3)
+    monkeypatch.setattr("sync.store.redis.PURGE_BATCH_QUEUES", 2)
+    monkeypatch.setattr("sync.store.redis.STATS_LISTED_QUEUES", 3)
     sync_config(MESSAGE_TTL=10)
     for user in range(5):
         redis_store.add_message(user_message(str(user), user))
@@ -797,7 +797,7 @@ def test_purging_a_users_queue_drops_its_messages_and_leaves_a_gap(any_store):
 
 
 def test_purging_everything_empties_every_queue_in_batches(any_store, monkeypatch):
-    monkeypatch.setattr("sync.services.redis_store.PURGE_BATCH_QUEUES", 2)
+    monkeypatch.setattr("sync.store.redis.PURGE_BATCH_QUEUES", 2)
     for user in range(5):
         any_store.add_message(user_message(str(user), user))
     any_store.add_message(broadcast_message(9, topics=["ops"]))
@@ -991,7 +991,7 @@ def test_a_redis_read_never_fetches_much_more_than_a_page(redis_store):
 
 
 def page_request(max_bytes: int):
-    from sync.services.paging import PageRequest
+    from sync.store.paging import PageRequest
 
     return PageRequest(0, None, frozenset(), 1000, max_bytes)
 

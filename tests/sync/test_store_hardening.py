@@ -11,8 +11,8 @@ import pytest
 from channels.layers import get_channel_layer
 
 from sync.services import get_realtime_sync, reset_services
-from sync.services.message_queue import message_size
 from sync.services.realtime import build_message
+from sync.store.memory import message_size
 
 POLL = "/api/sync/poll"
 

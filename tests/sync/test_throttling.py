@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from sync.rates import Rate, parse_rate
-from sync.throttling import SyncRateThrottle
+from sync.core.rates import Rate, parse_rate
+from sync.http.throttling import SyncRateThrottle
 from tests.conftest import PASSWORD, FakeClock
 
 STATUS = "/api/sync/status"

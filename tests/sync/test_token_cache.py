@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from sync.token_cache import TokenCache
+from sync.services.token_cache import TokenCache
 from tests.conftest import FakeClock
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from sync import topic_access
-from sync.exceptions import ForbiddenTopic
-from sync.topic_access import aauthorize_topics, authorize_topics
+from sync.core import topic_access
+from sync.core.exceptions import ForbiddenTopic
+from sync.core.topic_access import aauthorize_topics, authorize_topics
 from tests.sync.test_views import POLL, assert_error, broadcast, poll
 
 HERE = __name__

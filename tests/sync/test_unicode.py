@@ -13,9 +13,9 @@ import logging
 
 import pytest
 
-from sync import exceptions
+from sync.core import exceptions
+from sync.http.parsers import loads_strict
 from sync.models import Broadcast
-from sync.parsers import loads_strict
 from sync.services import get_realtime_sync
 from tests.sync.test_views import (
     BROADCAST,

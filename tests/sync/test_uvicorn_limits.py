@@ -14,7 +14,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from sync.uvicorn_limits import patch_http_protocol
+from sync.ops.uvicorn_limits import patch_http_protocol
 
 HEAD_LIMIT = 4096
 HEAD_TIMEOUT = 0.2

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync import exceptions
-from sync.validation import (
+from sync.core import exceptions
+from sync.core.validation import (
     TOPIC_LIST_PATTERN,
     parse_topic_list,
     validate_broadcast,

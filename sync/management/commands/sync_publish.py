@@ -6,15 +6,15 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from sync import validation
-from sync.exceptions import SyncError
+from sync.core import validation
+from sync.core.exceptions import SyncError
+from sync.http.parsers import loads_strict
 from sync.management.shared_store import (
     queue_of_user,
     shared_realtime_sync,
     store_errors,
 )
 from sync.models import Broadcast
-from sync.parsers import loads_strict
 
 
 def _payload(text: str) -> dict[str, Any]:

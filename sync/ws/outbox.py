@@ -1,0 +1,227 @@
+"""Frames waiting for one WebSocket, bounded in bytes (SPEC §5, close 4413).
+
+Whoever delivers to a socket only hands the frame to its outbox and never
+waits on the network, so a client that stops reading cannot stall the sender
+or other sockets. A frame is written at once when nothing is queued ahead of
+it (the common case costs no task switch); only while the ASGI server pushes
+back does the outbox queue frames and write them from a task, in order.
+
+Bound: ``SYNC_WS_MAX_PENDING_BYTES`` counts frames still in the outbox plus,
+where the ASGI server tells us (daphne, via ``sync.ops.daphne_compat``), bytes
+written but not yet taken by the client's TCP window. When a new frame would
+pass it, the outbox is dropped and the socket closed with 4413: the client
+reconnects and resumes by cursor, so nothing stored is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from sync.core import metrics
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+CLOSE_SLOW_CONSUMER = 4413
+DRAIN_POLL_SECONDS = 0.01
+
+
+def transport_backlog(scope: dict[str, Any]) -> Callable[[], int]:
+    """The ASGI server's count of unsent bytes for this socket, if it has one."""
+    extension = scope.get("extensions", {}).get("sync.transport_backlog")
+    return extension if callable(extension) else (lambda: 0)
+
+
+def start_eagerly(coroutine: Coroutine[Any, Any, None]) -> asyncio.Task | None:
+    """Run `coroutine` now, up to its first real suspension.
+
+    Returns None when it finished without suspending (an ASGI send to a
+    socket whose buffer has room), else a task that carries on from where it
+    stopped. Python 3.12's eager tasks do the same; we are on 3.11.
+    """
+    try:
+        waiting_on = coroutine.send(None)
+    except StopIteration:
+        return None
+    return asyncio.ensure_future(_resume(coroutine, waiting_on))
+
+
+async def _resume(coroutine: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+    """Drive a started coroutine as a task would: wait, then step it again."""
+    while True:
+        try:
+            if waiting_on is None:  # a bare yield: give the loop one turn
+                await asyncio.sleep(0)
+            else:
+                await asyncio.shield(waiting_on)
+        except asyncio.CancelledError:
+            coroutine.close()
+            raise
+        except Exception:
+            pass  # the coroutine reads the future's outcome itself
+        try:
+            waiting_on = coroutine.send(None)
+        except StopIteration:
+            return
+
+
+class Outbox:
+    """Ordered, byte-bounded output of one socket."""
+
+    def __init__(
+        self, send: Send, limit: int, backlog: Callable[[], int] = lambda: 0
+    ) -> None:
+        self._send = send
+        self._limit = limit
+        self._backlog = backlog
+        # Made when a frame first has to wait: most sockets never need it.
+        self._queued: deque[tuple[dict[str, Any], int]] | None = None
+        self._bytes = 0
+        self._in_flight: asyncio.Task | None = None
+        self.closed = False
+        self.overflowed = False
+        self.finished = False  # the close frame went out, or the client left
+
+    def put_text(self, text: str, size: int | None = None) -> bool:
+        """Queue a text frame; False (and a 4413 close) when over the bound.
+
+        `size` is its length in UTF-8 when the caller knows it (a stored
+        message); left out, the text is taken for ASCII (our own frames).
+        """
+        if self.closed:
+            return False
+        if size is None:
+            size = len(text)
+        if self._bytes + size + self._backlog() > self._limit:
+            metrics.DROPPED_SLOW_CONSUMER.inc()  # this frame never goes out
+            self.give_up_on_slow_client()
+            return False
+        self._enqueue({"type": "websocket.send", "text": text}, size)
+        return True
+
+    def give_up_on_slow_client(self) -> None:
+        """The client stopped reading: drop what is queued, close with 4413."""
+        if self.closed:
+            return
+        self.overflowed = True
+        # The frames still queued never reach the client.
+        metrics.DROPPED_SLOW_CONSUMER.inc(len(self._queued or ()))
+        self._abandon(CLOSE_SLOW_CONSUMER)
+
+    def close(self, code: int) -> None:
+        """Send the close frame after every frame already queued."""
+        if not self.closed:
+            self.closed = True
+            self._enqueue({"type": "websocket.close", "code": code}, 0)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) until everything queued was written."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Polled: drain runs once per closing socket, and an event here would
+        # cost a set/clear on every frame of the hot path instead.
+        while not self._idle() and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+
+    async def wait_for_room(self, room: int, timeout: float) -> bool:
+        """Wait until at most `room` bytes are left to write; False if the
+        socket closed meanwhile, or the output is still above `room` after
+        `timeout` seconds (a client that stopped reading).
+
+        For long outputs written piece by piece (a replay): each piece is
+        made only once the client has taken most of the one before, so a
+        socket never holds more than two pieces, and a socket that closes
+        stops the output at once.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # One turn of the loop at least: while the kernel takes every byte
+        # at once, pages would otherwise follow each other without a pause,
+        # holding up every other socket and the news that this one closed.
+        await asyncio.sleep(0)
+        # Polled, as drain: a replay waits here once per page, not per frame.
+        while self._bytes + self._backlog() > room:
+            if self.closed or loop.time() >= deadline:
+                return False
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+        return not self.closed
+
+    def stop(self) -> None:
+        """Stop writing at once (the socket is gone)."""
+        self.closed = self.finished = True
+        self._queued = None
+        self._bytes = 0
+        if self._in_flight is not None:
+            self._in_flight.cancel()
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued here and not yet handed to the ASGI server."""
+        return self._bytes
+
+    def _idle(self) -> bool:
+        return self.finished or (self._in_flight is None and not self._queued)
+
+    def _abandon(self, code: int) -> None:
+        # The client is not reading: what is queued would never get through
+        # in time, so drop it (and any frame stuck in the server) and close.
+        self._queued = None
+        self._bytes = 0
+        self.closed = True
+        if self._in_flight is not None:
+            self._in_flight.cancel()
+            self._in_flight = None
+        self._enqueue({"type": "websocket.close", "code": code}, 0)
+
+    def _enqueue(self, message: dict[str, Any], size: int) -> None:
+        if self.finished:
+            return
+        if self._in_flight is None and not self._queued:
+            self._write(message)  # nothing ahead of it: straight out
+            return
+        if self._queued is None:
+            self._queued = deque()
+        self._queued.append((message, size))
+        self._bytes += size
+
+    def _pump(self) -> None:
+        """Write queued frames until one has to wait for the client."""
+        while self._queued and self._in_flight is None and not self.finished:
+            message, size = self._queued.popleft()
+            self._bytes -= size
+            self._write(message)
+
+    def _write(self, message: dict[str, Any]) -> None:
+        try:
+            pending = start_eagerly(self._send(message))
+        except Exception as error:
+            self._gone(error)
+            return
+        if message["type"] == "websocket.close":
+            self.finished = pending is None
+        if pending is not None:
+            self._in_flight = pending
+            pending.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task) -> None:
+        if task is not self._in_flight:
+            return  # cancelled by _abandon; the close frame is next
+        self._in_flight = None
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            self._gone(task.exception())
+            return
+        self._pump()
+
+    def _gone(self, error: BaseException) -> None:
+        # A frame racing the client's close: nothing more can be written.
+        logger.debug("websocket send failed: %s", type(error).__name__)
+        self.closed = self.finished = True
+        self._queued = None
+        self._bytes = 0
