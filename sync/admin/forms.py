@@ -14,7 +14,7 @@ from django import forms
 
 from sync.core import validation
 from sync.core.exceptions import SyncError
-from sync.http.parsers import loads_strict
+from sync.core.jsontext import loads_strict
 
 
 def _checked(rule: Callable[..., Any], *args: Any, **options: Any) -> Any:

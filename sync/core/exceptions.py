@@ -1,23 +1,27 @@
 """Errors with stable codes, shared by HTTP bodies, WebSocket frames and logs.
 
 Each class is one entry of the error vocabulary: ``default_code`` is what
-clients match on, ``status_code`` is the HTTP status it maps to.
+clients match on, ``status_code`` is the HTTP status it maps to, and
+``wait``, when set, the seconds a client should wait (``Retry-After``).
+They know nothing of HTTP frameworks: the HTTP wing turns them into answers
+(``sync.http.exception_handler``), the WebSocket wing into error frames.
 """
 
 from __future__ import annotations
 
+from http import HTTPStatus as status
 from typing import Any
 
-from rest_framework import status
-from rest_framework.exceptions import APIException
+from sync.core.protocol import ErrorCode
 
 
-class SyncError(APIException):
+class SyncError(Exception):
     """Base of every Realtime Sync error; carries optional ``details``."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_code = "invalid_request"
+    status_code: int = status.BAD_REQUEST
+    default_code = ErrorCode.INVALID_REQUEST
     default_detail = "The request is invalid."
+    wait: int | None = None
 
     def __init__(
         self,
@@ -25,110 +29,102 @@ class SyncError(APIException):
         code: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(detail, code)
+        self.code = code or self.default_code
+        self.message = str(detail) if detail is not None else self.default_detail
         self.details = details or {}
-
-    @property
-    def code(self) -> str:
-        """The stable machine-readable code of this error."""
-        return self.detail.code or self.default_code
-
-    @property
-    def message(self) -> str:
-        """The human-readable message of this error."""
-        return str(self.detail)
+        super().__init__(self.message)
 
 
 class InvalidJSON(SyncError):
     """The body or frame is not valid JSON."""
 
-    default_code = "invalid_json"
+    default_code = ErrorCode.INVALID_JSON
     default_detail = "The body is not valid JSON."
 
 
 class InvalidUnicode(SyncError):
     """A string holds a lone surrogate (such as "\\udc00"): not valid Unicode."""
 
-    default_code = "invalid_unicode"
+    default_code = ErrorCode.INVALID_UNICODE
     default_detail = "Strings must be valid Unicode (no lone surrogates)."
 
 
 class InvalidMessage(SyncError):
     """The body or frame is JSON but not an object."""
 
-    default_code = "invalid_message"
+    default_code = ErrorCode.INVALID_MESSAGE
     default_detail = "Expected a JSON object."
 
 
 class UnknownField(SyncError):
     """The object has a field the contract does not define."""
 
-    default_code = "unknown_field"
+    default_code = ErrorCode.UNKNOWN_FIELD
     default_detail = "Unknown field."
 
 
 class MissingField(SyncError):
     """A required field is absent."""
 
-    default_code = "missing_field"
+    default_code = ErrorCode.MISSING_FIELD
     default_detail = "A required field is missing."
 
 
 class InvalidType(SyncError):
     """The message type is missing, not a string, or breaks the pattern."""
 
-    default_code = "invalid_type"
+    default_code = ErrorCode.INVALID_TYPE
     default_detail = "Message type must match ^[A-Za-z][A-Za-z0-9_.:-]*$ (1-64 chars)."
 
 
 class ReservedType(SyncError):
     """Clients may not send types reserved for server publishers."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_code = "reserved_type"
+    status_code = status.BAD_REQUEST
+    default_code = ErrorCode.RESERVED_TYPE
     default_detail = "This message type is reserved for the server."
 
 
 class InvalidPayload(SyncError):
     """The payload is not a JSON object or cannot be serialized as JSON."""
 
-    default_code = "invalid_payload"
+    default_code = ErrorCode.INVALID_PAYLOAD
     default_detail = "Payload must be a JSON object."
 
 
 class PayloadTooLarge(SyncError):
     """The payload, body or frame is over the configured size."""
 
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "payload_too_large"
+    status_code = status.REQUEST_ENTITY_TOO_LARGE
+    default_code = ErrorCode.PAYLOAD_TOO_LARGE
     default_detail = "Payload is too large."
 
 
 class PayloadTooDeep(SyncError):
     """The payload nests deeper than allowed."""
 
-    default_code = "payload_too_deep"
+    default_code = ErrorCode.PAYLOAD_TOO_DEEP
     default_detail = "Payload nests too deeply."
 
 
 class PayloadTooComplex(SyncError):
     """The payload holds more JSON values than allowed (``MAX_PAYLOAD_NODES``)."""
 
-    default_code = "payload_too_complex"
+    default_code = ErrorCode.PAYLOAD_TOO_COMPLEX
     default_detail = "Payload holds too many values."
 
 
 class ForbiddenKey(SyncError):
     """The payload uses a key that poisons JavaScript objects."""
 
-    default_code = "forbidden_key"
+    default_code = ErrorCode.FORBIDDEN_KEY
     default_detail = "Payload keys __proto__, constructor and prototype are refused."
 
 
 class InvalidTopics(SyncError):
     """Topics are not a list of valid topic names."""
 
-    default_code = "invalid_topics"
+    default_code = ErrorCode.INVALID_TOPICS
     default_detail = (
         "Topics must be a list of names matching ^[A-Za-z0-9][A-Za-z0-9_.-]*$."
     )
@@ -137,58 +133,58 @@ class InvalidTopics(SyncError):
 class ForbiddenTopic(SyncError):
     """The topic authorizer refused one of the topics asked for."""
 
-    status_code = status.HTTP_403_FORBIDDEN
-    default_code = "forbidden_topic"
+    status_code = status.FORBIDDEN
+    default_code = ErrorCode.FORBIDDEN_TOPIC
     default_detail = "You may not subscribe to this topic."
 
 
 class InvalidCorrelationId(SyncError):
     """The correlation id is not a short string."""
 
-    default_code = "invalid_correlation_id"
+    default_code = ErrorCode.INVALID_CORRELATION_ID
     default_detail = "correlationId must be a string of at most 128 characters."
 
 
 class InvalidSince(SyncError):
     """`since` is not a non-negative integer of milliseconds."""
 
-    default_code = "invalid_since"
+    default_code = ErrorCode.INVALID_SINCE
     default_detail = "since must be a non-negative integer (milliseconds)."
 
 
 class InvalidCursor(SyncError):
     """The cursor was not issued by this server."""
 
-    default_code = "invalid_cursor"
+    default_code = ErrorCode.INVALID_CURSOR
     default_detail = "cursor is not a cursor issued by this server."
 
 
 class InvalidLimit(SyncError):
     """`limit` is outside 1-1000."""
 
-    default_code = "invalid_limit"
+    default_code = ErrorCode.INVALID_LIMIT
     default_detail = "limit must be an integer from 1 to 1000."
 
 
 class InvalidWait(SyncError):
     """`wait` is not a non-negative number of seconds."""
 
-    default_code = "invalid_wait"
+    default_code = ErrorCode.INVALID_WAIT
     default_detail = "wait must be a non-negative number of seconds."
 
 
 class InvalidCredentials(SyncError):
     """Username and password do not match an active user."""
 
-    default_code = "invalid_credentials"
+    default_code = ErrorCode.INVALID_CREDENTIALS
     default_detail = "Unable to log in with the provided credentials."
 
 
 class CsrfFailed(SyncError):
     """A session-authenticated unsafe request came without a valid CSRF token."""
 
-    status_code = status.HTTP_403_FORBIDDEN
-    default_code = "csrf_failed"
+    status_code = status.FORBIDDEN
+    default_code = ErrorCode.CSRF_FAILED
     default_detail = "CSRF verification failed."
 
 
@@ -199,23 +195,23 @@ class ServiceUnavailable(SyncError):
     back off instead of retrying at once against a store that is away.
     """
 
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    status_code = status.SERVICE_UNAVAILABLE
     wait = 2  # seconds, in Retry-After
-    default_code = "service_unavailable"
+    default_code = ErrorCode.SERVICE_UNAVAILABLE
     default_detail = "The message store is unavailable; try again shortly."
 
 
 class StoreUnavailable(ServiceUnavailable):
     """The message store's Redis cannot be reached, or answers too slowly."""
 
-    default_code = "store_unavailable"
+    default_code = ErrorCode.STORE_UNAVAILABLE
 
 
 class TooManyWaitingPolls(SyncError):
     """The user already holds SYNC_POLL_MAX_WAITING_PER_USER waiting long polls."""
 
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    default_code = "throttled"
+    status_code = status.TOO_MANY_REQUESTS
+    default_code = ErrorCode.THROTTLED
     default_detail = "Too many long polls waiting at once; retry shortly."
     wait = 1  # DRF turns this into Retry-After
 
@@ -223,8 +219,8 @@ class TooManyWaitingPolls(SyncError):
 class LoginThrottled(SyncError):
     """Too many failed logins from this address or for this username."""
 
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    default_code = "throttled"
+    status_code = status.TOO_MANY_REQUESTS
+    default_code = ErrorCode.THROTTLED
     default_detail = "Too many failed login attempts; retry later."
 
     def __init__(self, wait: int) -> None:

@@ -24,6 +24,8 @@ _TOPIC = TOPIC_PATTERN.pattern.strip("^$")
 # The grammar parse_topic_list() reads; MAX_TOPICS names at most.
 TOPIC_LIST_PATTERN = f"^ *(?:{_TOPIC})? *(?:, *(?:{_TOPIC})? *)*$"
 MAX_CORRELATION_ID_LENGTH = 128
+# Room for the envelope around a maximal payload (type, ids, topics).
+BODY_OVERHEAD_BYTES = 4096
 
 # Lower case: clients may not pass for the server in any case ("DATA.updated").
 # The protocol names are here so no tab can fake an ack or a subscription.
@@ -50,6 +52,11 @@ CLIENT_MESSAGE_FIELDS = frozenset({"type", "payload", "correlationId"})
 FRAME_FIELDS = frozenset({"type", "payload", "id", "timestamp", "correlationId"})
 SUBSCRIPTION_FIELDS = frozenset({"topics"})
 BROADCAST_FIELDS = frozenset({"type", "payload", "topics"})
+
+
+def max_body_bytes() -> int:
+    """Largest request body or WebSocket frame accepted."""
+    return sync_settings.MAX_PAYLOAD_BYTES + BODY_OVERHEAD_BYTES
 
 
 @dataclass(frozen=True)

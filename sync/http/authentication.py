@@ -21,7 +21,7 @@ from rest_framework.authentication import (
 )
 from rest_framework.exceptions import PermissionDenied
 
-from sync.core.exceptions import CsrfFailed
+from sync.core.exceptions import CsrfFailed, SyncError
 from sync.core.worker_threads import in_worker_thread
 from sync.services.revocation import ensure_revocations_heard
 from sync.services.token_cache import token_cache
@@ -112,7 +112,7 @@ async def aauthenticate(request) -> None:
     for authenticator in request.authenticators:
         try:
             user_auth = await _aauthenticate_with(authenticator, request)
-        except exceptions.APIException:
+        except (exceptions.APIException, SyncError):
             request._not_authenticated()
             raise
         if user_auth is not None:

@@ -26,9 +26,9 @@ import json
 
 from django.conf import settings
 
-from sync.http.exception_handler import error_body
+from sync.core.protocol import error_body
+from sync.core.validation import max_body_bytes
 from sync.http.fast_path import is_api
-from sync.http.parsers import max_body_bytes
 
 # After a 413, the rest of the body is dropped as it comes, up to this many
 # bytes or seconds; then the connection is closed, unread data or not.

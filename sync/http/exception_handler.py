@@ -1,6 +1,10 @@
 """The one exception handler: every API failure gets the error envelope.
 
 {"success": false, "error": {"code", "message", "details"}}
+
+The core's errors (``SyncError``) know nothing of DRF: they are mapped
+here, with their status and ``Retry-After``; DRF's own exceptions keep its
+handling, with their codes renamed into our vocabulary.
 """
 
 from __future__ import annotations
@@ -15,23 +19,20 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from sync.core.exceptions import SyncError
+from sync.core.protocol import ErrorCode, error_body
+
+__all__ = ["api_exception_handler", "error_body"]
 
 logger = logging.getLogger(__name__)
 
 # DRF's own codes, renamed where our vocabulary differs.
-CODE_ALIASES = {"parse_error": "invalid_json"}
-
-
-def error_body(code: str, message: str, details: dict | None = None) -> dict[str, Any]:
-    """The error envelope of SPEC §4."""
-    return {
-        "success": False,
-        "error": {"code": code, "message": message, "details": details or {}},
-    }
+CODE_ALIASES = {"parse_error": ErrorCode.INVALID_JSON}
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response:
     """Turn any exception raised by an API view into the error envelope."""
+    if isinstance(exc, SyncError):
+        return sync_error_response(exc)
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("unhandled error in API view", exc_info=exc)
@@ -44,10 +45,15 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
     return response
 
 
+def sync_error_response(exc: SyncError) -> Response:
+    """A core error's answer: its status, its envelope, ``Retry-After``."""
+    headers = {"Retry-After": str(exc.wait)} if exc.wait is not None else None
+    body = error_body(exc.code, exc.message, exc.details)
+    return Response(body, status=int(exc.status_code), headers=headers)
+
+
 def describe(exc: Exception) -> tuple[str, str, dict]:
     """Code, message and details of an exception DRF knows how to answer."""
-    if isinstance(exc, SyncError):
-        return exc.code, exc.message, exc.details
     if isinstance(exc, Http404):
         return "not_found", "Not found.", {}
     if isinstance(exc, DjangoPermissionDenied):

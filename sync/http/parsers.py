@@ -4,19 +4,9 @@ from __future__ import annotations
 
 from rest_framework.parsers import JSONParser
 
-from sync.core.conf import sync_settings
 from sync.core.exceptions import PayloadTooLarge
-from sync.core.jsontext import check_unicode, loads_strict
-
-__all__ = ["StrictJSONParser", "check_unicode", "loads_strict", "max_body_bytes"]
-
-# Room for the envelope around a maximal payload (type, ids, topics).
-BODY_OVERHEAD_BYTES = 4096
-
-
-def max_body_bytes() -> int:
-    """Largest request body or WebSocket frame accepted."""
-    return sync_settings.MAX_PAYLOAD_BYTES + BODY_OVERHEAD_BYTES
+from sync.core.jsontext import loads_strict
+from sync.core.validation import max_body_bytes
 
 
 class StrictJSONParser(JSONParser):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from sync.core import exceptions
 from sync.core.clock import now_ms
 from sync.core.conf import sync_settings
 from sync.core.validation import parse_topic_list
-from sync.store.cursors import Position, decode_cursor
+from sync.services.polling import PollQuery
+from sync.store.cursors import decode_cursor
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -19,17 +19,6 @@ INTEGER = re.compile(r"^\d{1,18}$")
 # How far ahead of the server's clock a `since` may be: room for clients whose
 # clocks run fast, while a value from nowhere (10^18) is refused, not served.
 MAX_SINCE_AHEAD_MS = 60_000
-
-
-@dataclass(frozen=True)
-class PollQuery:
-    """What a poll asks for; `cursor` wins over `since` when both are given."""
-
-    since: int | None
-    cursor: Position | None
-    topics: tuple[str, ...]
-    limit: int
-    wait: float
 
 
 def parse_poll_query(params: Mapping[str, str]) -> PollQuery:

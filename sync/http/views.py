@@ -14,7 +14,6 @@ from sync.core.topic_access import aauthorize_topics
 from sync.core.validation import validate_broadcast, validate_client_message
 from sync.http import serializers
 from sync.http.apiview import SyncAPIView
-from sync.http.handler_runs import http_handler_runs
 from sync.http.permissions import IsStaff
 from sync.http.query_params import parse_poll_query
 from sync.http.schema import (
@@ -101,10 +100,11 @@ class SendView(SyncAPIView):
     )
     async def post(self, request):
         message = validate_client_message(request.data)
-        http_handler_runs.check_room(message.type)
-        sent = await get_realtime_sync().asend_from_client(request.user, message)
+        sync = get_realtime_sync()
+        sync.handler_runs.check_room(message.type, request.user.pk)
+        sent = await sync.asend_from_client(request.user, message)
         if isinstance(request._request, ASGIRequest):
-            http_handler_runs.submit(sent, request.user)  # run after this answer
+            sync.handler_runs.submit(sent, request.user)  # run after this answer
         else:
             # WSGI (Django's test client): this request's event loop ends with
             # it, and tasks left on it would be cancelled, so run them now.

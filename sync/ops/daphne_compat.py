@@ -33,13 +33,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from sync.core.protocol import CloseCode
 from sync.ops.logging import LogStream, redact_tokens
 from sync.services import lifecycle
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL_CLOSE_CODES = frozenset({1001, 1009, 1011})
-SLOW_CONSUMER_CLOSE = 4413
+PROTOCOL_CLOSE_CODES = frozenset(
+    {CloseCode.GOING_AWAY, CloseCode.TOO_BIG, CloseCode.UNAVAILABLE}
+)
 # Seconds a slow consumer gets to read up to its 4413 close frame; what it may
 # hold meanwhile is bounded by SYNC_WS_MAX_PENDING_BYTES.
 SLOW_CONSUMER_CLOSE_TIMEOUT = 30.0
@@ -76,7 +78,7 @@ def _allow_protocol_close_codes(protocol_class) -> None:
     original = protocol_class.serverClose
 
     def server_close(self, code=None):
-        if code == SLOW_CONSUMER_CLOSE:
+        if code == CloseCode.SLOW_CONSUMER:
             self.closeHandshakeTimeout = SLOW_CONSUMER_CLOSE_TIMEOUT
         if code in PROTOCOL_CLOSE_CODES:
             self.sendCloseFrame(code=code, isReply=False)

@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 
 from sync.core.conf import sync_settings
-from sync.http.exception_handler import error_body
+from sync.core.protocol import error_body
 
 logger = logging.getLogger(__name__)
 

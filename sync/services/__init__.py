@@ -15,6 +15,7 @@ from django.conf import settings
 
 from sync.core import metrics
 from sync.core.conf import sync_settings
+from sync.core.protocol import CloseCode
 from sync.services import lifecycle
 from sync.services.connections import MemoryConnectionRegistry
 from sync.services.handlers import message_handler
@@ -33,7 +34,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-GOING_AWAY = 1001
 _lock = threading.Lock()
 _realtime_sync: RealtimeSync | None = None
 
@@ -76,7 +76,7 @@ def _close_sockets_for_shutdown() -> None:
     # 1001 tells clients to reconnect elsewhere and resume by cursor; the
     # other instances stop counting our sockets at once.
     if _realtime_sync is not None:
-        _realtime_sync.hub.close_all(GOING_AWAY)
+        _realtime_sync.hub.close_all(CloseCode.GOING_AWAY)
         _realtime_sync.forget_connections()
 
 

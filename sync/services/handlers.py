@@ -11,16 +11,15 @@ Register with the decorator, from a module your AppConfig.ready() imports::
 A handler receives the stamped message (as stored: id, userId, timestamp…)
 and the sending user. It runs after the message is accepted and delivered, so
 a failing handler is logged and never turns an accepted message into an error.
-Sync and async handlers are both accepted. Over WebSocket, handlers run after
-the ack, in order per connection, in a task of their own (sync ones in worker
-threads, not on the one shared sync thread), so a slow handler never holds up
-the socket.
+Sync and async handlers are both accepted. They run after the answer (the
+ack, the HTTP response), in order per user whichever transport each message
+came by, in tasks of their own (sync ones in worker threads, not on the one
+shared sync thread), so a slow handler never holds up a socket or a request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 
 from sync.core.exceptions import SyncError
+from sync.core.protocol import ErrorCode
 
 logger = logging.getLogger(__name__)
 
@@ -91,52 +91,80 @@ async def arun_handlers(message: dict[str, Any], user: Any) -> None:
 
 
 class HandlersBusy(SyncError):
-    """Too many of this connection's messages still wait for their handlers."""
+    """Too many of this user's (or this process's) messages wait for handlers."""
 
     status_code = 429
-    default_code = "throttled"
+    default_code = ErrorCode.THROTTLED
     default_detail = "Server-side handlers are busy; this message was not accepted."
 
 
-class HandlerQueue:
-    """One connection's handler calls, run in order by one task.
+class HandlerRuns:
+    """The handler calls of accepted messages, in order per user.
 
-    Bound: MAX_PENDING calls. A message that would need one more is refused
-    with ``throttled`` before it is stored, so nothing accepted is dropped.
+    One runner per process serves both transports: a user's messages reach
+    their handlers in the order they were accepted, over HTTP or WebSocket,
+    each run after the answer (the ack, the HTTP response) in a task chained
+    after the user's previous one, so a slow handler never delays an answer.
+
+    Bound: ``MAX_PENDING_PER_USER`` runs of one user and ``MAX_PENDING`` in
+    the process. A message of a type that has handlers is refused with 429
+    ``throttled`` before it is stored when either is reached, so nothing
+    accepted is dropped. Runs still pending when a socket closes go on: the
+    message was accepted.
     """
 
-    MAX_PENDING = 100
+    MAX_PENDING = 1000
+    MAX_PENDING_PER_USER = 100
 
     def __init__(self) -> None:
-        # Made on first use: most sockets never call a handler.
-        self._pending: asyncio.Queue[tuple[dict[str, Any], Any]] | None = None
-        self._worker: asyncio.Task[None] | None = None
+        self._last_by_user: dict[str, asyncio.Task[None]] = {}
+        self._pending_by_user: dict[str, int] = {}
+        self._pending = 0
 
-    def check_room(self, message_type: str) -> None:
-        """Raise HandlersBusy if a message of this type could not be queued."""
-        waiting = self._pending.qsize() if self._pending is not None else 0
-        if handlers_for(message_type) and waiting >= self.MAX_PENDING:
+    def check_room(self, message_type: str, user_id: Any) -> None:
+        """Raise HandlersBusy if a message of this type could not be run."""
+        if not handlers_for(message_type):
+            return
+        if self._pending >= self.MAX_PENDING:
             raise HandlersBusy(details={"limit": self.MAX_PENDING})
+        if self._pending_by_user.get(str(user_id), 0) >= self.MAX_PENDING_PER_USER:
+            raise HandlersBusy(details={"limit": self.MAX_PENDING_PER_USER})
 
     def submit(self, message: dict[str, Any], user: Any) -> None:
-        """Queue the handlers of an accepted message; returns at once."""
+        """Run the handlers of an accepted message after the user's earlier ones."""
         if not handlers_for(message["type"]):
             return
-        if self._pending is None:
-            self._pending = asyncio.Queue()
-            self._worker = asyncio.create_task(self._run())
-        self._pending.put_nowait((message, user))
+        key = str(user.pk)
+        earlier = self._last_by_user.get(key)
+        task = asyncio.ensure_future(_run_after(earlier, message, user))
+        self._last_by_user[key] = task
+        self._pending += 1
+        self._pending_by_user[key] = self._pending_by_user.get(key, 0) + 1
+        task.add_done_callback(lambda done: self._finished(key, done))
 
-    def stop(self) -> None:
-        """The socket is gone: calls not started yet are dropped."""
-        if self._worker is not None:
-            self._worker.cancel()
+    @property
+    def pending(self) -> int:
+        """Runs not finished yet, in this process."""
+        return self._pending
 
-    async def _run(self) -> None:
-        while True:
-            message, user = await self._pending.get()
-            with contextlib.suppress(Exception):
-                await arun_handlers(message, user)
+    def _finished(self, key: str, task: asyncio.Task[None]) -> None:
+        self._pending -= 1
+        left = self._pending_by_user[key] - 1
+        if left:
+            self._pending_by_user[key] = left
+        else:
+            del self._pending_by_user[key]
+        if self._last_by_user.get(key) is task:
+            del self._last_by_user[key]
+
+
+async def _run_after(
+    earlier: asyncio.Task[None] | None, message: dict[str, Any], user: Any
+) -> None:
+    # A task of a closed loop (sync test client: one loop per request) is done.
+    if earlier is not None and not earlier.done():
+        await asyncio.wait({earlier})
+    await arun_handlers(message, user)  # logs a failing handler, never raises
 
 
 def _guarded(call: Callable, handler: Handler, message: dict, user: Any) -> None:

@@ -6,13 +6,25 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from sync.core import metrics
 from sync.core.conf import sync_settings
 from sync.core.exceptions import TooManyWaitingPolls
-from sync.http.query_params import PollQuery
 from sync.services import lifecycle
+from sync.store.cursors import Position
 from sync.store.memory import MessageStore, ReadResult
+
+
+@dataclass(frozen=True)
+class PollQuery:
+    """What a poll asks for; `cursor` wins over `since` when both are given."""
+
+    since: int | None
+    cursor: Position | None
+    topics: tuple[str, ...]
+    limit: int
+    wait: float
 
 
 class WaitingPolls:

@@ -25,10 +25,9 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from sync.core.conf import sync_settings
-from sync.core.exceptions import StoreUnavailable
 from sync.core.rates import Rate
 from sync.services.counter_table import CounterTable, Hit, window_of
-from sync.store.redis import REDIS_DOWN
+from sync.store.failures import unavailable_when_down
 
 __all__ = ["Hit", "LocalWindowCounter", "ahit_shared", "apeek_shared", "hit_shared"]
 
@@ -105,10 +104,8 @@ def peek_shared(
         return counter_table(scope).peek(identity, rate, now)
     number, retry_after = window_of(now, rate)
     key = f"{CACHE_PREFIX}:{scope}:{identity}:{rate.window}:{number}"
-    try:
+    with unavailable_when_down():
         return Hit(int(shared_cache().get(key, 0)), retry_after)
-    except REDIS_DOWN as error:
-        raise StoreUnavailable() from error
 
 
 async def ahit_shared(
@@ -142,10 +139,8 @@ async def apeek_shared(
 def _increment(key: str, timeout: int) -> int:
     # The counters live in the store's Redis: out of reach, it is the store
     # that is unavailable (503), not a server error (500).
-    try:
+    with unavailable_when_down():
         return _increment_counter(key, timeout)
-    except REDIS_DOWN as error:
-        raise StoreUnavailable() from error
 
 
 def _increment_counter(key: str, timeout: int) -> int:

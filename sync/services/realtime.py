@@ -25,7 +25,7 @@ from sync.services.audit import (
     record_broadcast,
 )
 from sync.services.connections import MemoryConnectionRegistry
-from sync.services.handlers import run_handlers
+from sync.services.handlers import HandlerRuns, run_handlers
 from sync.services.hub import DeliveryHub
 from sync.store.envelopes import Draft
 from sync.store.memory import (
@@ -119,6 +119,8 @@ class RealtimeSync:
         self.store = store
         self.hub = hub
         self.connections = connections
+        # Handler calls of accepted messages, in order per user (both ways in).
+        self.handler_runs = HandlerRuns()
         # Names this process among the instances sharing a store (Redis).
         self.instance_id = secrets.token_hex(8)
         self._opened_reported = 0
@@ -290,8 +292,8 @@ class RealtimeSync:
     ) -> dict[str, Any]:
         """Async twin of send_from_client, without the handlers.
 
-        The caller runs them (see ``handlers.HandlerQueue``) once it has
-        answered the client, so a slow handler never delays the ack.
+        The caller hands the message to ``handler_runs`` once it has
+        answered the client, so a slow handler never delays the answer.
         """
         envelope = self._client_message(user, message)
         await self._adeliver(envelope)

@@ -7,10 +7,9 @@ every token of the user) and its hub closes the sockets opened with it with
 store's revocation channel, which every process subscribes to with the one
 subscription it already holds for the store (`HeardRevocations` applies what
 it hears), whether or not it holds a socket of that user and whether or not
-it ever opened one; the channel layer also carries
-``{"type": "sync.revoke", "token": <key or None>}`` to the user's group,
-which every socket of that user listens on. None closes every socket of the
-user, a key those opened with that token.
+it ever opened one. A revocation names a user and a token key: None closes
+every socket of the user, a key those opened with that token. Without Redis
+there is one process, and applying it here is all there is to do.
 
 Changes nothing publishes (a shell on another host without Redis,
 ``QuerySet.update``) are caught by the heartbeat, which asks
@@ -26,23 +25,15 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.db import DEFAULT_DB_ALIAS, transaction
 
-from sync.services.groups import cross_process_layer, user_group
 from sync.services.hub import DeliveryHub
 from sync.services.token_cache import token_cache
 
 logger = logging.getLogger(__name__)
-
-REVOKE_EVENT = "sync.revoke"
-
-
-def revoke_event(token_key: str | None) -> dict[str, Any]:
-    """The channel-layer event; `token` None means every socket of the user."""
-    return {"type": REVOKE_EVENT, "token": token_key}
 
 
 def revoke_here(hub: DeliveryHub, user_id: Any, token_key: str | None) -> None:
@@ -100,14 +91,6 @@ def _failure_logged(user_id: Any, route: str) -> Iterator[None]:
         )
 
 
-async def _agroup_send(user_id: Any, token_key: str | None) -> None:
-    """The event to the user's group, for sockets of other processes."""
-    with _failure_logged(user_id, "channel layer"):
-        layer = cross_process_layer()
-        if layer is not None:
-            await layer.group_send(user_group(user_id), revoke_event(token_key))
-
-
 async def _asend(user_id: Any, token_key: str | None) -> None:
     """Apply here, then tell the other processes (failures logged)."""
     from sync.services import get_realtime_sync
@@ -116,7 +99,6 @@ async def _asend(user_id: Any, token_key: str | None) -> None:
     revoke_here(sync.hub, user_id, token_key)
     with _failure_logged(user_id, "store"):
         await sync.store.apublish_revocation(str(user_id), token_key)
-    await _agroup_send(user_id, token_key)
 
 
 def _send(user_id: Any, token_key: str | None) -> None:
@@ -128,7 +110,6 @@ def _send(user_id: Any, token_key: str | None) -> None:
     revoke_here(sync.hub, user_id, token_key)
     with _failure_logged(user_id, "store"):
         sync.store.publish_revocation(str(user_id), token_key)
-    async_to_sync(_agroup_send)(user_id, token_key)
 
 
 async def arevoke_user(user_id: Any) -> None:
@@ -164,15 +145,16 @@ def find_revoked(
     Two queries for any number of sockets, so a heartbeat over thousands of
     them costs the database almost nothing.
     """
-    from rest_framework.authtoken.models import Token
-
+    # DRF's token model, through the app registry: the service layer knows
+    # the table, not the framework that serves it.
+    tokens = apps.get_model("authtoken", "Token")._default_manager
     users = get_user_model()._default_manager
     user_ids = {user_id for user_id, _ in credentials}
     active = set(
         users.filter(pk__in=user_ids, is_active=True).values_list("pk", flat=True)
     )
     keys = {key for _, key in credentials if key is not None}
-    owners = dict(Token.objects.filter(key__in=keys).values_list("key", "user_id"))
+    owners = dict(tokens.filter(key__in=keys).values_list("key", "user_id"))
     return {
         (user_id, key)
         for user_id, key in credentials

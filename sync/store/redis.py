@@ -39,7 +39,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,10 +54,10 @@ from redis.retry import Retry
 
 from sync.core import metrics
 from sync.core.conf import sync_settings
-from sync.core.exceptions import StoreUnavailable
 from sync.store import memory as message_queue
 from sync.store.cursors import Position
 from sync.store.envelopes import Draft, EnvelopeParts
+from sync.store.failures import unavailable_when_down
 from sync.store.memory import (
     ClusterConnections,
     InstanceFigures,
@@ -115,15 +115,6 @@ STATS_LISTED_QUEUES = 1000
 # An instance that has not reported its sockets for this long is taken for
 # dead and left out of the cluster's figures (instances report every 2 s).
 INSTANCE_SILENCE_SECONDS = 15
-# Redis unreachable, too slow, out of memory, or a read-only replica after a
-# failover: the store cannot serve now, which clients see as a 503.
-REDIS_DOWN = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.exceptions.OutOfMemoryError,
-    redis.exceptions.ReadOnlyError,
-)
-
 logger = logging.getLogger(__name__)
 
 
@@ -131,15 +122,6 @@ def _script_source(name: str) -> str:
     """A script with the shared helpers in front (Redis has no includes)."""
     common = (LUA_DIR / "common.lua").read_text()
     return common + "\n" + (LUA_DIR / f"{name}.lua").read_text()
-
-
-@contextlib.contextmanager
-def _translate_redis_errors() -> Iterator[None]:
-    """Redis failing to serve becomes StoreUnavailable (HTTP 503)."""
-    try:
-        yield
-    except REDIS_DOWN as error:
-        raise StoreUnavailable() from error
 
 
 def _mark(seq: Any, timestamp: Any) -> DropMark:
@@ -475,14 +457,14 @@ class RedisMessageStore(MessageStore):
     # Running scripts ---------------------------------------------------------
 
     def _run(self, name: str, *args: Any) -> Any:
-        with _translate_redis_errors():
+        with unavailable_when_down():
             return self._scripts[name](args=[self._prefix, *args])
 
     def _run_raw(self, name: str, *args: Any) -> Any:
         """`_run`, its reply left as bytes (message text is never decoded)."""
         values = [self._prefix, *args]
         raw = {NEVER_DECODE: []}
-        with _translate_redis_errors():
+        with unavailable_when_down():
             try:
                 return self._client.execute_command(
                     "EVALSHA", self._scripts[name].sha, 0, *values, **raw
@@ -504,7 +486,7 @@ class RedisMessageStore(MessageStore):
         client = self._async_client()
         values = [self._prefix, *args]
         options = {NEVER_DECODE: []} if raw else {}
-        with _translate_redis_errors():
+        with unavailable_when_down():
             try:
                 sha = self._scripts[name].sha
                 return await client.execute_command(
@@ -775,7 +757,7 @@ class RedisMessageStore(MessageStore):
             return int(self._run("purge_queues", *args, f"u:{user_id}", 1, 0)[0])
         # Queues that exist now, and no more: while senders keep filling new
         # ones, a loop until a short batch might never end.
-        with _translate_redis_errors():
+        with unavailable_when_down():
             queues_now = self._client.zcard(f"{self._prefix}expiry")
         batches = queues_now // PURGE_ALL_BATCH_QUEUES
         visited, offset, total = PURGE_ALL_BATCH_QUEUES, 0, 0
@@ -844,12 +826,12 @@ class RedisMessageStore(MessageStore):
             pipe.zadd(live, {instance_id: self._now_ms(self._clock())})
             if opened:
                 pipe.incrby(opened_key, opened)
-            with _translate_redis_errors():
+            with unavailable_when_down():
                 await pipe.execute()
 
     def connections_elsewhere(self, instance_id: str) -> ClusterConnections:
         """The other live instances' last figures, and the cluster's opened."""
-        with _translate_redis_errors():
+        with unavailable_when_down():
             others = self._live_instances(self._client, instance_id)
             figures = self._client.mget(others) if others else []
             opened = self._client.get(self._instance_keys(instance_id)[2])
@@ -858,7 +840,7 @@ class RedisMessageStore(MessageStore):
     async def aconnections_elsewhere(self, instance_id: str) -> ClusterConnections:
         """Async twin of connections_elsewhere."""
         client = self._async_client()
-        with _translate_redis_errors():
+        with unavailable_when_down():
             others = await self._alive_instances(client, instance_id)
             figures = await client.mget(others) if others else []
             opened = await client.get(self._instance_keys(instance_id)[2])
@@ -874,7 +856,7 @@ class RedisMessageStore(MessageStore):
     def live_instances(self) -> list[InstanceFigures]:
         """Every instance that reported within INSTANCE_SILENCE_SECONDS."""
         live = f"{self._prefix}instances"
-        with _translate_redis_errors():
+        with unavailable_when_down():
             self._client.zremrangebyscore(live, 0, self._silence_cutoff_ms())
             reported = self._client.zrange(live, 0, -1, withscores=True)
             keys = [self._instance_keys(name)[1] for name, _ in reported]
@@ -978,13 +960,13 @@ class RedisMessageStore(MessageStore):
 
     def publish_revocation(self, user_id: str, token_key: str | None) -> None:
         """Tell every process on this Redis, this one included."""
-        with _translate_redis_errors():
+        with unavailable_when_down():
             self._client.publish(self._revoke_channel, json.dumps([user_id, token_key]))
 
     async def apublish_revocation(self, user_id: str, token_key: str | None) -> None:
         """Async twin of publish_revocation."""
         message = json.dumps([user_id, token_key])
-        with _translate_redis_errors():
+        with unavailable_when_down():
             await self._async_client().publish(self._revoke_channel, message)
 
     def _heard_revocation(self, event: dict[str, Any]) -> None:

@@ -1,4 +1,7 @@
-"""Frames per socket and per user, judged together for each client frame.
+"""What one client frame may cost: its size, and frames per socket and per user.
+
+A frame longer than ``SYNC_MAX_PAYLOAD_BYTES`` + 4096 closes its socket
+(1009).
 
 ``SYNC_WS_RATE_LIMIT`` counts one socket's frames; ``SYNC_WS_USER_RATE_LIMIT``
 counts a user's frames across all of its sockets, so closing and reopening
@@ -19,6 +22,7 @@ import time
 from collections.abc import Callable
 
 from sync.core.conf import sync_settings
+from sync.core.validation import max_body_bytes
 from sync.services.ratelimit import counter_table
 
 
@@ -49,3 +53,14 @@ def judge_frame(socket_count: int, user_id: object) -> FrameVerdict:
         first = socket_count == socket_limit + 1 or user_count == user_rate.limit + 1
         return FrameVerdict.DROP_FIRST if first else FrameVerdict.DROP
     return FrameVerdict.ACCEPT
+
+
+def frame_too_big(raw: str | bytes | None) -> bool:
+    """Over max_body_bytes() in UTF-8, encoding only when length can't tell."""
+    if raw is None:
+        return False
+    limit = max_body_bytes()
+    if isinstance(raw, bytes) or len(raw) > limit:
+        return len(raw) > limit
+    # A character takes 1 to 4 bytes: most frames are decided without encoding.
+    return len(raw) * 4 > limit and len(raw.encode()) > limit

@@ -29,13 +29,13 @@ import logging
 from sync.core.client_address import address_key, scope_address
 from sync.core.conf import sync_settings
 from sync.core.exceptions import StoreUnavailable
+from sync.core.protocol import CloseCode
 from sync.core.rates import Rate
 from sync.services.counter_table import Hit
 from sync.services.ratelimit import ahit_shared, apeek_shared
 
 logger = logging.getLogger(__name__)
 
-CLOSE_THROTTLED = 4429
 HTTP_RESPONSE_EXTENSION = "websocket.http.response"
 # Counter scopes (see sync.services.ratelimit): failed handshakes, handshakes per user.
 ANONYMOUS_SCOPE = "ws-anonymous"
@@ -88,7 +88,7 @@ async def refuse(scope, receive, send, hit: Hit, rate: Rate, reason: str) -> Non
         logger.info(
             "websocket refused",
             extra={
-                "code": CLOSE_THROTTLED,
+                "code": CloseCode.THROTTLED,
                 "reason": f"handshake_rate_{reason}",
                 "user_id": getattr(user, "pk", None) if reason == "user" else None,
                 "client": address_key(scope_address(scope)),
@@ -101,7 +101,7 @@ async def refuse(scope, receive, send, hit: Hit, rate: Rate, reason: str) -> Non
         await _answer_429(send, hit.retry_after)
     else:
         await send({"type": "websocket.accept"})
-        await send({"type": "websocket.close", "code": CLOSE_THROTTLED})
+        await send({"type": "websocket.close", "code": CloseCode.THROTTLED})
 
 
 async def _answer_429(send, retry_after: int) -> None:

@@ -16,12 +16,11 @@ import logging
 from typing import Any, Protocol
 
 from sync.core.conf import sync_settings
+from sync.core.protocol import CloseCode
 from sync.services.revocation import afind_revoked
 
 logger = logging.getLogger(__name__)
 
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_SILENT = 4408
 # Ticks per interval, at most one per second: a silent socket is closed at
 # most a quarter interval (or a second) late.
 TICKS_PER_INTERVAL = 4
@@ -74,7 +73,7 @@ class Heartbeats:
         for socket, next_ping in list(self._next_ping.items()):
             if now >= socket.last_seen + 2 * interval:
                 self.remove(socket)
-                socket.close_now(CLOSE_SILENT)
+                socket.close_now(CloseCode.SILENT)
             elif now >= next_ping:
                 self._next_ping[socket] = next_ping + interval
                 due.append(socket)
@@ -86,7 +85,7 @@ class Heartbeats:
         for socket in due:
             if socket.credentials in revoked:
                 self.remove(socket)
-                socket.close_now(CLOSE_UNAUTHENTICATED)
+                socket.close_now(CloseCode.UNAUTHENTICATED)
             else:
                 socket.send_ping()
         for socket in due:

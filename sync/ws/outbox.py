@@ -22,12 +22,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from sync.core import metrics
+from sync.core.protocol import CloseCode
 
 logger = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-CLOSE_SLOW_CONSUMER = 4413
 DRAIN_POLL_SECONDS = 0.01
 
 
@@ -111,7 +111,7 @@ class Outbox:
         self.overflowed = True
         # The frames still queued never reach the client.
         metrics.DROPPED_SLOW_CONSUMER.inc(len(self._queued or ()))
-        self._abandon(CLOSE_SLOW_CONSUMER)
+        self._abandon(CloseCode.SLOW_CONSUMER)
 
     def close(self, code: int) -> None:
         """Send the close frame after every frame already queued."""

@@ -9,9 +9,9 @@ from collections.abc import Iterable
 
 import pytest
 
+from sync.core.validation import max_body_bytes
 from sync.http import body_limits as asgi_limits
 from sync.http.body_limits import LINGER_BYTES, RequestBodyLimit, body_limit
-from sync.http.parsers import max_body_bytes
 
 PAGE_LIMIT = 2_621_440  # Django's DATA_UPLOAD_MAX_MEMORY_SIZE by default
 

@@ -13,8 +13,8 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from sync.core.validation import max_body_bytes
 from sync.http.body_limits import LINGER_BYTES, LINGER_SECONDS
-from sync.http.parsers import max_body_bytes
 from sync.ops.daphne_limits import BoundedHTTPChannel, BoundedWebRequest
 
 HEAD_LIMIT = 4096

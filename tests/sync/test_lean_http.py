@@ -27,7 +27,6 @@ from rest_framework.authtoken.models import Token
 from sync.core.exceptions import StoreUnavailable
 from sync.core.rates import parse_rate
 from sync.http.fast_path import ApiHandler, ApiRouter
-from sync.http.handler_runs import http_handler_runs
 from sync.models import Broadcast
 from sync.services import get_realtime_sync, message_handler, ratelimit
 from sync.services.handlers import unregister
@@ -372,7 +371,7 @@ async def test_send_is_refused_while_too_many_handler_runs_wait(
     api_app, user, gated_handler, monkeypatch
 ):
     gate, _ = gated_handler
-    monkeypatch.setattr(http_handler_runs, "MAX_PENDING", 1)
+    monkeypatch.setattr(get_realtime_sync().handler_runs, "MAX_PENDING", 1)
     token = await token_of(user)
     message = {"type": "todo.add", "payload": {"n": 0}}
     assert (await call(api_app, "POST", SEND, token=token, data=message)).status == 201
@@ -381,6 +380,22 @@ async def test_send_is_refused_while_too_many_handler_runs_wait(
     gate.set()
     polled = await call(api_app, "GET", POLL, token=token)
     assert polled.json()["count"] == 1  # the refused message was not stored
+
+
+async def test_one_user_cannot_fill_every_handler_slot(
+    api_app, user, other_user, gated_handler, monkeypatch
+):
+    gate, received = gated_handler
+    monkeypatch.setattr(get_realtime_sync().handler_runs, "MAX_PENDING_PER_USER", 1)
+    message = {"type": "todo.add", "payload": {"n": 0}}
+    alice, bob = await token_of(user), await token_of(other_user)
+    assert (await call(api_app, "POST", SEND, token=alice, data=message)).status == 201
+    busy = await call(api_app, "POST", SEND, token=alice, data=message)
+    assert_error(busy, 429, "throttled")
+    # Another user's handlers still run.
+    assert (await call(api_app, "POST", SEND, token=bob, data=message)).status == 201
+    gate.set()
+    await until(lambda: len(received) == 2)
 
 
 async def test_a_broadcast_the_store_refuses_answers_503_and_is_flagged_unpublished(

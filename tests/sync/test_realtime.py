@@ -12,7 +12,6 @@ from sync.core import exceptions
 from sync.core.validation import MessageInput
 from sync.models import Broadcast
 from sync.services import get_realtime_sync, message_handler
-from sync.services.groups import user_group
 from sync.services.handlers import arun_handlers, unregister
 
 
@@ -276,9 +275,3 @@ async def test_publishing_hands_the_stored_message_to_the_hub():
     assert delivered[0].envelope["id"] == sent["id"]
 
 
-def test_user_groups_are_valid_channel_layer_names():
-    assert user_group(42) == "sync.user.42"
-    odd = user_group("{d1c6-42}@example")
-    assert odd.startswith("sync.user.")
-    assert len(odd) < 100
-    assert all(char.isalnum() or char in "._-" for char in odd)

@@ -1,12 +1,12 @@
 """Revocation: what a socket of the user would receive, what every process
 hears, and the re-check.
 
-Most tests listen on the user's group of the in-memory channel layer, as
-every socket of that user does, and assert the event that would close it (or
-that none arrives). With Redis, two store objects on one prefix stand for two
-processes: what one publishes on the revocation channel, the other's
-listener hears, and applies to its token cache and its sockets. Model
-changes run in a worker thread, as in a server.
+Most tests register a stand-in socket of the user with this process's hub,
+as every open socket of that user is, and assert the revocation that would
+close it (or that none arrives). With Redis, two store objects on one
+prefix stand for two processes: what one publishes on the revocation
+channel, the other's listener hears, and applies to its token cache and its
+sockets. Model changes run in a worker thread, as in a server.
 """
 
 from __future__ import annotations
@@ -20,16 +20,13 @@ from unittest import mock
 import pytest
 import redis
 from asgiref.sync import async_to_sync, sync_to_async
-from channels.layers import get_channel_layer
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
 from sync.core.exceptions import StoreUnavailable
 from sync.services import get_realtime_sync, reset_services, revocation
-from sync.services.groups import user_group
 from sync.services.hub import DeliveryHub
 from sync.services.revocation import (
-    REVOKE_EVENT,
     HeardRevocations,
     arevoke_token,
     arevoke_user,
@@ -37,17 +34,12 @@ from sync.services.revocation import (
 from sync.services.token_cache import token_cache
 from sync.store.redis import RedisMessageStore
 
-EVERY_SOCKET = {"type": "sync.revoke", "token": None}
+EVERY_SOCKET = None  # revoke(None): every socket of the user
+NOTHING = "nothing came"
 
 
 class Rollback(Exception):
     """Raised to roll a test transaction back."""
-
-
-@pytest.fixture(autouse=True)
-async def fresh_channel_layer():
-    """Queues left by an earlier test belong to that test's (closed) event loop."""
-    await get_channel_layer().flush()
 
 
 @pytest.fixture(autouse=True)
@@ -57,30 +49,39 @@ def empty_token_cache():
     token_cache.clear()
 
 
-@pytest.fixture(autouse=True)
-def shared_layer():
-    """Treat the in-memory layer as shared by other processes (as channels-redis
-    is), so these tests hear what other processes would hear."""
-    with mock.patch.object(
-        revocation, "cross_process_layer", side_effect=get_channel_layer
-    ):
-        yield
+class SocketOfUser:
+    """Stands for one open socket of a user, as the hub sees it."""
+
+    def __init__(self) -> None:
+        self.revocations: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def on_message(self, message) -> bool:
+        return False
+
+    def close_now(self, code: int) -> None:
+        pass
+
+    def revoke(self, token_key: str | None) -> None:
+        self.revocations.put_nowait(token_key)
+
+    async def catch_up_if_behind(self) -> None:
+        pass
 
 
-async def listen(user) -> str:
-    """A channel in the user's group: what one open socket of the user hears."""
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(user_group(user.pk), channel)
-    return channel
+async def listen(user) -> SocketOfUser:
+    """A socket of the user, registered with this process's hub."""
+    socket = SocketOfUser()
+    get_realtime_sync().hub.add(socket, str(user.pk))
+    return socket
 
 
-async def next_event(channel: str, timeout: float = 1) -> dict | None:
-    """The next event on `channel`, or None when nothing comes in time."""
+async def next_event(socket: SocketOfUser, timeout: float = 1) -> str | None:
+    """The next revocation the socket got (its token key, None for every
+    socket of the user), or NOTHING when none comes in time."""
     try:
-        return await asyncio.wait_for(get_channel_layer().receive(channel), timeout)
+        return await asyncio.wait_for(socket.revocations.get(), timeout)
     except TimeoutError:
-        return None
+        return NOTHING
 
 
 async def ais_still_authorized(user_id, token_key) -> bool:
@@ -117,7 +118,7 @@ async def test_saving_an_active_user_revokes_nothing(user):
 
     await user.asave()
 
-    assert await next_event(channel, timeout=0.1) is None
+    assert await next_event(channel, timeout=0.1) == NOTHING
 
 
 async def test_deleting_a_user_revokes_every_socket(user):
@@ -134,7 +135,7 @@ async def test_deleting_a_token_revokes_the_sockets_it_opened(user):
 
     await Token.objects.filter(key=key).adelete()
 
-    assert await next_event(channel) == {"type": REVOKE_EVENT, "token": key}
+    assert await next_event(channel) == key
 
 
 async def test_a_revocation_reaches_only_that_user(user, other_user):
@@ -143,7 +144,7 @@ async def test_a_revocation_reaches_only_that_user(user, other_user):
     await deactivate(user)
     await user.adelete()
 
-    assert await next_event(channel, timeout=0.1) is None
+    assert await next_event(channel, timeout=0.1) == NOTHING
 
 
 # Transactions --------------------------------------------------------------------
@@ -162,7 +163,7 @@ async def test_a_rolled_back_deactivation_revokes_nothing(user):
     with pytest.raises(Rollback):
         await deactivate_then_roll_back()
 
-    assert await next_event(channel, timeout=0.1) is None
+    assert await next_event(channel, timeout=0.1) == NOTHING
 
 
 async def test_a_deactivation_revokes_once_committed(user):
@@ -177,24 +178,11 @@ async def test_a_deactivation_revokes_once_committed(user):
 
     before_commit = await deactivate_in_a_transaction()
 
-    assert before_commit is None
+    assert before_commit == NOTHING
     assert await next_event(channel) == EVERY_SOCKET
 
 
 # Failures and the async twins ----------------------------------------------------
-
-
-async def test_a_failing_channel_layer_does_not_fail_the_deletion(
-    user, django_user_model, caplog
-):
-    broken = mock.Mock(group_send=mock.AsyncMock(side_effect=OSError("no redis")))
-
-    with mock.patch.object(revocation, "cross_process_layer", return_value=broken):
-        await user.adelete()
-
-    assert not await django_user_model.objects.filter(pk=user.pk).aexists()
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("revocation not sent" in r.getMessage() for r in warnings)
 
 
 async def test_the_async_twins_send_at_once(user):
@@ -204,7 +192,7 @@ async def test_the_async_twins_send_at_once(user):
     await arevoke_token(user.pk, "abc")
 
     assert await next_event(channel) == EVERY_SOCKET
-    assert await next_event(channel) == {"type": REVOKE_EVENT, "token": "abc"}
+    assert await next_event(channel) == "abc"
 
 
 # The heartbeat's re-check --------------------------------------------------------

@@ -14,7 +14,7 @@ import logging
 import pytest
 
 from sync.core import exceptions
-from sync.http.parsers import loads_strict
+from sync.core.jsontext import loads_strict
 from sync.models import Broadcast
 from sync.services import get_realtime_sync
 from tests.sync.test_views import (

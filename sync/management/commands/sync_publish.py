@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from sync.core import validation
 from sync.core.exceptions import SyncError
-from sync.http.parsers import loads_strict
+from sync.core.jsontext import loads_strict
 from sync.management.shared_store import (
     queue_of_user,
     shared_realtime_sync,
