@@ -13,7 +13,7 @@ from sync.core.exceptions import InvalidCredentials, LoginThrottled
 from sync.core.validation import check_fields
 from sync.core.worker_threads import in_worker_thread
 from sync.http.apiview import SyncAPIView
-from sync.http.login_limits import aretry_after
+from sync.http.login_limits import RESERVED, aattempt_succeeded, areserve_attempt
 from sync.http.schema import BODY_CODES, RETRY_AFTER, responses
 from sync.http.serializers import TokenRequest, TokenResponse
 
@@ -51,15 +51,19 @@ class ObtainTokenView(SyncAPIView):
         username, password = data["username"], data["password"]
         if not isinstance(username, str) or not isinstance(password, str):
             raise InvalidCredentials()
-        # Past SYNC_LOGIN_RATE_LIMIT failures, refused before any hashing.
-        wait = await aretry_after(request_address(request), username)
+        # Counted before any hashing, refused past SYNC_LOGIN_RATE_LIMIT
+        # failures; the right password gives the attempt back.
+        address = request_address(request)
+        wait = await areserve_attempt(address, username)
         if wait is not None:
             raise LoginThrottled(wait)
+        setattr(request._request, RESERVED, True)
         # Password hashing takes milliseconds: in a worker thread, not on the
         # event loop nor on the one thread shared by thread-sensitive calls.
         key = await in_worker_thread(token_for)(request._request, username, password)
         if key is None:
             raise InvalidCredentials()
+        await aattempt_succeeded(address, username)
         return Response({"token": key})
 
 

@@ -23,14 +23,15 @@ MAX_RAW_ADDRESS = 64
 
 
 def pick_address(remote_addr: str | None, forwarded_for: str | None) -> str:
-    """DRF's ``BaseThrottle.get_ident`` rule, on raw values."""
-    num_proxies = getattr(settings, "REST_FRAMEWORK", {}).get("NUM_PROXIES")
-    if num_proxies is not None:
-        if num_proxies == 0 or forwarded_for is None:
-            return remote_addr or ""
-        addresses = forwarded_for.split(",")
-        return addresses[-min(num_proxies, len(addresses))].strip()
-    return "".join(forwarded_for.split()) if forwarded_for else remote_addr or ""
+    """DRF's ``BaseThrottle.get_ident`` rule, on raw values, with
+    ``NUM_PROXIES`` unset read as 0 (the TCP peer)."""
+    # Unset counts as 0: unlike DRF, never a client-supplied header by
+    # default, or a fresh X-Forwarded-For would give a fresh budget.
+    num_proxies = getattr(settings, "REST_FRAMEWORK", {}).get("NUM_PROXIES") or 0
+    if num_proxies == 0 or forwarded_for is None:
+        return remote_addr or ""
+    addresses = forwarded_for.split(",")
+    return addresses[-min(num_proxies, len(addresses))].strip()
 
 
 def request_address(request) -> str:

@@ -10,6 +10,7 @@ standard library to say precisely what is wrong (only refusals pay for it).
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -24,6 +25,11 @@ ENCODE_OPTIONS = (
     | orjson.OPT_PASSTHROUGH_DATETIME
     | orjson.OPT_PASSTHROUGH_DATACLASS
 )
+# orjson reads an integer past 64 bits as a float, silently changing it: a
+# text with a run of 20 digits (which may hold one) is read by the standard
+# library instead, which keeps it whole, and encoding then refuses it.
+LONG_NUMBER_HINT = re.compile(rb"[0-9]{20}")
+LONG_NUMBER_HINT_TEXT = re.compile(r"[0-9]{20}")
 # A lone surrogate reaches a parsed string only through a `\ud800`-`\udfff`
 # escape (or, from Python callers, as a raw character): strictly decoded
 # bytes cannot hold one.
@@ -36,6 +42,9 @@ def loads_strict(raw: bytes | bytearray | str) -> Any:
     Raises InvalidJSON or InvalidUnicode: a lone surrogate stored in a message
     would make every later read of its queue fail to encode.
     """
+    hint = LONG_NUMBER_HINT_TEXT if isinstance(raw, str) else LONG_NUMBER_HINT
+    if hint.search(raw):
+        return _loads_explained(raw)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -58,7 +67,8 @@ def encode_value(value: Any) -> bytes:
                 details={"field": "payload"},
             ) from None
         raise InvalidPayload(
-            "Payload must contain only JSON values (no NaN or Infinity).",
+            "Payload must contain only JSON values (no NaN or Infinity, no "
+            "integer beyond 64 bits).",
             details={"field": "payload"},
         ) from None
 
@@ -72,7 +82,9 @@ def _loads_explained(raw: bytes | bytearray | str) -> Any:
     """
     text = _decode(raw) if isinstance(raw, bytes | bytearray) else raw
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float
+        )
     except RecursionError:
         raise InvalidJSON("The JSON nests too deeply.") from None
     except ValueError as error:
@@ -84,6 +96,14 @@ def _loads_explained(raw: bytes | bytearray | str) -> Any:
 
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float, refusing one too large for any (1e400)."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
 
 
 def _decode(raw: bytes | bytearray) -> str:

@@ -95,7 +95,8 @@ def validate_payload(value: Any, *, parsed: bool = False) -> bytes:
     The encoded text (compact UTF-8 JSON) is what the store keeps and every
     reader receives, so a caller that mutates its dict after publishing
     cannot change a message already accepted. `parsed` says the value came
-    from our JSON parser, whose numbers are always finite.
+    from ``loads_strict``, which refuses numbers no float can hold, so its
+    floats need no check for NaN or Infinity.
     """
     if not isinstance(value, dict):
         raise exceptions.InvalidPayload(details={"field": "payload"})

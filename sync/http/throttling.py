@@ -13,7 +13,7 @@ import time
 
 from rest_framework.throttling import BaseThrottle
 
-from sync.core.client_address import address_key
+from sync.core.client_address import address_key, request_address
 from sync.core.conf import sync_settings
 from sync.core.rates import Rate
 from sync.services.ratelimit import Hit, ahit_shared, hit_shared
@@ -49,4 +49,4 @@ class SyncRateThrottle(BaseThrottle):
         user = request.user
         if user.is_authenticated:
             return f"user:{user.pk}"
-        return f"ip:{address_key(self.get_ident(request))}"
+        return f"ip:{address_key(request_address(request))}"

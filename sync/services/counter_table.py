@@ -8,9 +8,11 @@ and nothing else ever is. However many other callers are counted, a
 caller's count lasts until its window ends.
 
 Bound: ``max_counters`` live counters. A table full of live windows counts
-an identity it has not seen yet on one overflow counter per rate, shared by
-every newcomer until the window ends: they may be refused early (it fails
-closed), but no one already counted is reset. A counter costs about 100
+an identity it has not seen yet on one of ``OVERFLOW_BUCKETS`` overflow
+counters per rate (picked by a hash of the identity), each shared by the
+newcomers that land on it until the window ends: they may be refused early
+(it fails closed, for about one newcomer in a thousand per filling caller),
+but no one already counted is reset. A counter costs about 100
 bytes (an identity of ~20 characters, its count, its slot in the dict), so
 100,000 of them hold about 10 MB at most (tests/sync/test_counter_table.py
 measures it).
@@ -21,6 +23,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +31,9 @@ from sync.core.rates import Rate
 
 # Never a real identity: those start with a kind such as "user:" or "ip:".
 OVERFLOW = "\x00overflow"
+# Overflow counters per rate: whoever fills the table shares a counter with
+# one newcomer in this many, not with all of them.
+OVERFLOW_BUCKETS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,18 @@ class CounterTable:
             self._size += count == 1
         return Hit(count, retry_after)
 
+    def give_back(self, identity: str, rate: Rate, now: float | None = None) -> None:
+        """Uncount one event counted by `hit` in this window (a refund)."""
+        now = self.clock() if now is None else now
+        number, _ = window_of(now, rate)
+        with self._lock:
+            counts = self._groups.get((rate.window, number))
+            if counts is None:
+                return  # the window ended: nothing left to refund
+            key = self._key(counts, identity, rate)
+            if counts.get(key, 0) > 0:
+                counts[key] -= 1
+
     def peek(self, identity: str, rate: Rate, now: float | None = None) -> Hit:
         """The count of `identity` in this window so far, counting nothing."""
         now = self.clock() if now is None else now
@@ -105,7 +123,8 @@ class CounterTable:
     def _key(self, counts: dict[str, int], identity: str, rate: Rate) -> str:
         if identity in counts or self._size < self.max_counters:
             return identity
-        return f"{OVERFLOW}:{rate.limit}"
+        bucket = zlib.crc32(identity.encode()) % OVERFLOW_BUCKETS
+        return f"{OVERFLOW}:{rate.limit}:{bucket}"
 
     def _live_group(self, rate: Rate, number: int, now: float) -> dict[str, int]:
         if now >= self._next_end:

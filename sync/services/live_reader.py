@@ -201,10 +201,14 @@ class LiveReader:
         """Send `page` and the pages after it; True if a later one had a gap."""
         lost = False
         while True:
+            sent = 0
             for entry, after in page.picked:
+                if self.output.ended:
+                    break
                 text = entry.text_for(after.encode()).decode()
                 self.output.send_text(text, entry.text_size)
-            metrics.count(metrics.DELIVERED_WEBSOCKET, page.count)
+                sent += 1
+            metrics.count(metrics.DELIVERED_WEBSOCKET, sent)
             if not page.has_more or self.output.ended:
                 return lost
             room = page_bytes()

@@ -78,7 +78,7 @@ def snapshot(sync: RealtimeSync, *, largest: int = LARGEST_QUEUES) -> dict[str, 
             "backend": "redis" if sync.store.shared else "memory",
             "messageTtl": sync_settings.MESSAGE_TTL,
             "queueMaxMessages": sync_settings.QUEUE_MAX_MESSAGES,
-            # Charged against STORE_MAX_BYTES: the memory store's measure only.
+            # Charged against STORE_MAX_BYTES, by either backend.
             "bytes": store_stats.total_bytes,
         },
         "queues": {

@@ -92,7 +92,7 @@ async def poll(store: MessageStore, user_id: str, query: PollQuery) -> ReadResul
             max_bytes=sync_settings.POLL_MAX_BYTES,
         )
         remaining = deadline - loop.time()
-        if result.messages or result.gap or remaining <= 0 or lifecycle.shutting_down():
+        if result.count or result.gap or remaining <= 0 or lifecycle.shutting_down():
             metrics.count(metrics.DELIVERED_POLLING, result.count)
             return result
         with waiting_polls.slot(user_id):

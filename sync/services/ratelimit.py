@@ -29,7 +29,15 @@ from sync.core.rates import Rate
 from sync.services.counter_table import CounterTable, Hit, window_of
 from sync.store.failures import unavailable_when_down
 
-__all__ = ["Hit", "LocalWindowCounter", "ahit_shared", "apeek_shared", "hit_shared"]
+__all__ = [
+    "Hit",
+    "LocalWindowCounter",
+    "agive_back_shared",
+    "ahit_shared",
+    "apeek_shared",
+    "give_back_shared",
+    "hit_shared",
+]
 
 CACHE_PREFIX = "sync:ratelimit"
 API_SCOPE = "api"
@@ -144,13 +152,60 @@ def _increment(key: str, timeout: int) -> int:
 
 
 def _increment_counter(key: str, timeout: int) -> int:
+    """INCR and EXPIRE in one transaction: a counter never outlives its
+    window for want of an expiry (Redis runs ``noeviction``)."""
+    client, name = _redis_client_and_key(key)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.incr(name)
+        pipe.expire(name, timeout)
+        count, _ = pipe.execute()
+    return int(count)
+
+
+def _redis_client_and_key(key: str):
+    """Django's RedisCache: its client for `key`, and the key as it stores it."""
     cache = shared_cache()
-    try:
-        return cache.incr(key)
-    except ValueError:  # no counter yet in this window
-        if cache.add(key, 1, timeout=timeout):
-            return 1
-        return cache.incr(key)  # another process created it meanwhile
+    name = cache.make_and_validate_key(key)
+    return cache._cache.get_client(name, write=True), name
+
+
+# Decrements a counter only while it exists: a refund never creates a key.
+GIVE_BACK_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
+
+def give_back_shared(
+    identity: str, rate: Rate, now: float | None = None, *, scope: str = API_SCOPE
+) -> None:
+    """Uncount one event `hit_shared` counted in this window (a refund).
+
+    For limits that count an attempt before its outcome is known (so
+    concurrent attempts cannot all pass a check that counts afterwards), and
+    refund the attempts that do not count (a login that succeeds).
+    """
+    now = clock() if now is None else now
+    if not counters_in_redis():
+        counter_table(scope).give_back(identity, rate, now)
+        return
+    number, _ = window_of(now, rate)
+    client, name = _redis_client_and_key(
+        f"{CACHE_PREFIX}:{scope}:{identity}:{rate.window}:{number}"
+    )
+    with unavailable_when_down():
+        client.eval(GIVE_BACK_SCRIPT, 1, name)
+
+
+async def agive_back_shared(
+    identity: str, rate: Rate, now: float | None = None, *, scope: str = API_SCOPE
+) -> None:
+    """give_back_shared from async code (see ahit_shared)."""
+    if not counters_in_redis():
+        give_back_shared(identity, rate, now, scope=scope)
+        return
+    giving = sync_to_async(give_back_shared, thread_sensitive=False)
+    await giving(identity, rate, now, scope=scope)
 
 
 class LocalWindowCounter:

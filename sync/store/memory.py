@@ -179,7 +179,7 @@ class MessageStore(abc.ABC):
     ) -> list[dict[str, Any]]:
         """All of a user's retained messages published after `since` ms."""
         result = self.read(user_id, since=since, topics=topics, limit=10**9)
-        return result.messages
+        return result.parse_messages()
 
     async def areport_connections(
         self, instance_id: str, active: int, subscriptions: int, opened: int

@@ -95,9 +95,9 @@ class ReadResult:
         """Each message's JSON, as sent to clients, spliced from stored text."""
         return [entry.text_for(after.encode()) for entry, after in self.picked]
 
-    @property
-    def messages(self) -> list[dict[str, Any]]:
-        """The messages as dicts, parsed on demand (Python callers, tests)."""
+    def parse_messages(self) -> list[dict[str, Any]]:
+        """The messages as dicts, parsed now: for Python callers, never on
+        the serving path (a page may hold a megabyte of JSON)."""
         return [entry.for_reader(after) for entry, after in self.picked]
 
 

@@ -605,7 +605,7 @@ class RedisMessageStore(MessageStore):
         reply = _counted_read(
             self._run_raw("read", *self._read_args(user_id, request, now))
         )
-        return self._page(request, reply)
+        return self._page(str(user_id), request, reply)
 
     async def aread(
         self,
@@ -624,7 +624,7 @@ class RedisMessageStore(MessageStore):
         key = ("read", str(user_id), request)
         args = self._read_args(user_id, request, now)
         reply = await self._arun_shared(key, lambda: self._arun_read(args))
-        return self._page(request, reply)
+        return self._page(str(user_id), request, reply)
 
     async def _arun_read(self, args: list[Any]) -> list[Any]:
         """One read script call; what it expired is counted once, however many
@@ -648,7 +648,7 @@ class RedisMessageStore(MessageStore):
             request.max_bytes or 0,
         ]
 
-    def _page(self, request: PageRequest, reply: list[Any]) -> ReadResult:
+    def _page(self, user_id: str, request: PageRequest, reply: list[Any]) -> ReadResult:
         epoch_value, clock, user_state, broadcast_state, marks = reply[:5]
         user_from, broadcast_from, users, broadcasts, _expired = reply[5:]
         epoch = _epoch(epoch_value)
@@ -658,7 +658,7 @@ class RedisMessageStore(MessageStore):
             last_timestamp=int(user_state[1] or 0),
             dropped=_mark(user_state[2], user_state[3]),
             since_seq=int(user_from),
-            entries=[_entry(raw, USER) for raw in users],
+            entries=[_entry(raw, USER, user_id) for raw in users],
         )
         broadcast_queue = self._broadcast_snapshot(
             broadcast_state, marks, request, int(broadcast_from), broadcasts

@@ -2,13 +2,15 @@
 
 Two ASGI middlewares, one on each side of authentication:
 
-- ``AddressGate``, before it: an address that has used up
-  ``SYNC_WS_ANONYMOUS_CONNECT_RATE`` (handshakes that failed to
-  authenticate) is refused before its token or session is looked up, so a
-  flood of random tokens costs no database query.
-- ``HandshakeLimit``, after it: a handshake that failed to authenticate is
-  counted against its address, one that succeeded against its user
-  (``SYNC_WS_CONNECT_RATE``); past either rate it is refused.
+- ``AddressGate``, before it: each handshake is counted against its address
+  (``SYNC_WS_ANONYMOUS_CONNECT_RATE``) before its token or session is looked
+  up, and refused past the rate, so a flood of random tokens costs no
+  database query, however many arrive at once. A token this process already
+  trusts (in its token cache) passes without counting: a known user behind
+  an address others exhausted is not locked out.
+- ``HandshakeLimit``, after it: a handshake that authenticated gives its
+  address count back (only failed attempts stay counted there) and is
+  counted against its user (``SYNC_WS_CONNECT_RATE``); past it, refused.
 
 A refusal is an HTTP 429 where the ASGI server lets the application answer a
 handshake with a status (the ``websocket.http.response`` extension: uvicorn),
@@ -32,7 +34,9 @@ from sync.core.exceptions import StoreUnavailable
 from sync.core.protocol import CloseCode
 from sync.core.rates import Rate
 from sync.services.counter_table import Hit
-from sync.services.ratelimit import ahit_shared, apeek_shared
+from sync.services.ratelimit import agive_back_shared, ahit_shared
+from sync.services.token_cache import token_cache
+from sync.ws.middleware import presented_token
 
 logger = logging.getLogger(__name__)
 
@@ -42,42 +46,49 @@ ANONYMOUS_SCOPE = "ws-anonymous"
 USER_SCOPE = "ws-connect"
 
 
+# Set in the scope when the address gate counted the handshake.
+ADDRESS_COUNTED = "sync.address_counted"
+
+
 class AddressGate:
-    """Refuse handshakes from an address out of failed attempts, unread."""
+    """Count each handshake against its address first; refuse past the rate."""
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send):
+        if _trusted_token(scope):
+            return await self.app(scope, receive, send)
         rate = sync_settings.ws_anonymous_connect_rate
         identity = _address_identity(scope)
         with contextlib.suppress(StoreUnavailable):
-            seen = await apeek_shared(identity, rate, scope=ANONYMOUS_SCOPE)
-            if seen.used_up(rate):
-                hit = await ahit_shared(identity, rate, scope=ANONYMOUS_SCOPE)
+            hit = await ahit_shared(identity, rate, scope=ANONYMOUS_SCOPE)
+            if hit.over(rate):
                 return await refuse(scope, receive, send, hit, rate, "anonymous")
+            scope[ADDRESS_COUNTED] = True
         return await self.app(scope, receive, send)
 
 
 class HandshakeLimit:
-    """Count each handshake against its user, or its address if it failed."""
+    """Count each authenticated handshake against its user, and give its
+    address count back; a failed one stays counted against its address."""
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send):
         user = scope.get("user")
-        if user is not None and user.is_authenticated:
-            rate = sync_settings.ws_connect_rate
-            identity, counters, reason = f"user:{user.pk}", USER_SCOPE, "user"
-        else:
-            rate = sync_settings.ws_anonymous_connect_rate
-            identity, counters = _address_identity(scope), ANONYMOUS_SCOPE
-            reason = "anonymous"
+        if user is None or not user.is_authenticated:
+            return await self.app(scope, receive, send)
+        rate = sync_settings.ws_connect_rate
         with contextlib.suppress(StoreUnavailable):
-            hit = await ahit_shared(identity, rate, scope=counters)
+            if scope.pop(ADDRESS_COUNTED, False):
+                anonymous = sync_settings.ws_anonymous_connect_rate
+                identity = _address_identity(scope)
+                await agive_back_shared(identity, anonymous, scope=ANONYMOUS_SCOPE)
+            hit = await ahit_shared(f"user:{user.pk}", rate, scope=USER_SCOPE)
             if hit.over(rate):
-                return await refuse(scope, receive, send, hit, rate, reason)
+                return await refuse(scope, receive, send, hit, rate, "user")
         return await self.app(scope, receive, send)
 
 
@@ -130,3 +141,9 @@ async def _answer_429(send, retry_after: int) -> None:
 
 def _address_identity(scope) -> str:
     return f"ip:{address_key(scope_address(scope))}"
+
+
+def _trusted_token(scope) -> bool:
+    """True if the handshake presents a token this process already trusts."""
+    key = presented_token(scope)
+    return bool(key) and token_cache.get(key) is not None

@@ -22,6 +22,8 @@ from django.contrib.auth.models import AnonymousUser
 
 from sync.core.conf import sync_settings
 from sync.core.origins import header, websocket_origin_allowed
+from sync.services.revocation import ensure_revocations_heard
+from sync.services.token_cache import token_cache
 
 TOKEN_KEYWORD = "token"
 # Enough of a refused Origin to recognise it; a header may be long.
@@ -113,14 +115,29 @@ def presented_token(scope) -> str | None:
     return query_param(scope, "token")
 
 
+async def user_for_token(key: str):
+    """The active user owning DRF token `key`, or AnonymousUser.
+
+    From this process's token cache when it holds the key (as the HTTP API
+    does: a revocation any process announces drops it at once, and nothing
+    is trusted longer than a heartbeat interval), else from the database.
+    """
+    cached = token_cache.get(key) if key else None
+    if cached is not None:
+        return cached[0]
+    return await _user_for_token_from_database(key)
+
+
 @database_sync_to_async
-def user_for_token(key: str):
-    """The active user owning DRF token `key`, or AnonymousUser."""
+def _user_for_token_from_database(key: str):
     from rest_framework.authtoken.models import Token
 
     if not key:
         return AnonymousUser()
+    ensure_revocations_heard()  # so a cached token is forgotten when revoked
+    generation = token_cache.generation()
     token = Token.objects.select_related("user").filter(key=key).first()
     if token is None or not token.user.is_active:
         return AnonymousUser()
+    token_cache.put(key, token.user, token, generation)
     return token.user

@@ -29,12 +29,20 @@ logger = logging.getLogger(__name__)
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 DRAIN_POLL_SECONDS = 0.01
+# How often a replay waiting for room asks a server that reports its own
+# backlog (daphne) again: its drain is not seen here.
+BACKLOG_POLL_SECONDS = 0.25
+
+
+def no_backlog() -> int:
+    """The backlog of an ASGI server that does not tell (uvicorn)."""
+    return 0
 
 
 def transport_backlog(scope: dict[str, Any]) -> Callable[[], int]:
     """The ASGI server's count of unsent bytes for this socket, if it has one."""
     extension = scope.get("extensions", {}).get("sync.transport_backlog")
-    return extension if callable(extension) else (lambda: 0)
+    return extension if callable(extension) else no_backlog
 
 
 def start_eagerly(coroutine: Coroutine[Any, Any, None]) -> asyncio.Task | None:
@@ -74,7 +82,7 @@ class Outbox:
     """Ordered, byte-bounded output of one socket."""
 
     def __init__(
-        self, send: Send, limit: int, backlog: Callable[[], int] = lambda: 0
+        self, send: Send, limit: int, backlog: Callable[[], int] = no_backlog
     ) -> None:
         self._send = send
         self._limit = limit
@@ -83,6 +91,8 @@ class Outbox:
         self._queued: deque[tuple[dict[str, Any], int]] | None = None
         self._bytes = 0
         self._in_flight: asyncio.Task | None = None
+        # Set while a replay waits for room; resolved when a write completes.
+        self._progress: asyncio.Future[None] | None = None
         self.closed = False
         self.overflowed = False
         self.finished = False  # the close frame went out, or the client left
@@ -136,7 +146,9 @@ class Outbox:
         For long outputs written piece by piece (a replay): each piece is
         made only once the client has taken most of the one before, so a
         socket never holds more than two pieces, and a socket that closes
-        stops the output at once.
+        stops the output at once. Woken when a write completes; a server
+        that reports its own backlog (daphne) is asked again every
+        ``BACKLOG_POLL_SECONDS`` as well, since nothing here sees it drain.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -144,15 +156,22 @@ class Outbox:
         # at once, pages would otherwise follow each other without a pause,
         # holding up every other socket and the news that this one closed.
         await asyncio.sleep(0)
-        # Polled, as drain: a replay waits here once per page, not per frame.
         while self._bytes + self._backlog() > room:
-            if self.closed or loop.time() >= deadline:
+            remaining = deadline - loop.time()
+            if self.closed or remaining <= 0:
                 return False
-            await asyncio.sleep(DRAIN_POLL_SECONDS)
+            if self._backlog is not no_backlog:
+                remaining = min(remaining, BACKLOG_POLL_SECONDS)
+            self._progress = loop.create_future()
+            try:
+                await asyncio.wait({self._progress}, timeout=remaining)
+            finally:
+                self._progress = None
         return not self.closed
 
     def stop(self) -> None:
         """Stop writing at once (the socket is gone)."""
+        self._wake_waiting_replay()
         self.closed = self.finished = True
         self._queued = None
         self._bytes = 0
@@ -168,6 +187,7 @@ class Outbox:
         return self.finished or (self._in_flight is None and not self._queued)
 
     def _abandon(self, code: int) -> None:
+        self._wake_waiting_replay()
         # The client is not reading: what is queued would never get through
         # in time, so drop it (and any frame stuck in the server) and close.
         self._queued = None
@@ -208,7 +228,13 @@ class Outbox:
             self._in_flight = pending
             pending.add_done_callback(self._written)
 
+    def _wake_waiting_replay(self) -> None:
+        """A write completed, or the socket closed: a waiting replay looks again."""
+        if self._progress is not None and not self._progress.done():
+            self._progress.set_result(None)
+
     def _written(self, task: asyncio.Task) -> None:
+        self._wake_waiting_replay()
         if task is not self._in_flight:
             return  # cancelled by _abandon; the close frame is next
         self._in_flight = None
@@ -222,6 +248,7 @@ class Outbox:
     def _gone(self, error: BaseException) -> None:
         # A frame racing the client's close: nothing more can be written.
         logger.debug("websocket send failed: %s", type(error).__name__)
+        self._wake_waiting_replay()
         self.closed = self.finished = True
         self._queued = None
         self._bytes = 0

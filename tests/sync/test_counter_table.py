@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import tracemalloc
+import zlib
 
 from sync.core.rates import Rate
-from sync.services.counter_table import CounterTable
+from sync.services.counter_table import OVERFLOW_BUCKETS, CounterTable
 from tests.conftest import FakeClock
 
 MINUTE = Rate(limit=5, window=60)
@@ -57,31 +58,71 @@ def test_only_windows_that_ended_are_dropped():
     assert len(counters) == 1
 
 
-def test_a_full_table_counts_newcomers_together_and_keeps_everyone_counted():
+def same_bucket(count: int) -> list[str]:
+    """`count` newcomer identities that share one overflow counter."""
+    buckets: dict[int, list[str]] = {}
+    index = 0
+    while True:
+        name = f"user:new{index}"
+        bucket = buckets.setdefault(zlib.crc32(name.encode()) % OVERFLOW_BUCKETS, [])
+        bucket.append(name)
+        if len(bucket) == count:
+            return bucket
+        index += 1
+
+
+def test_a_full_table_counts_newcomers_on_shared_counters_and_keeps_everyone():
     counters, _ = table(max_counters=3)
     for name in ("a", "b", "c"):
         counters.hit(f"user:{name}", MINUTE)
     assert counters.hit("user:a", MINUTE).count == 2  # counted ones go on
 
-    newcomers = [counters.hit(f"user:new{index}", MINUTE) for index in range(6)]
+    sharing = same_bucket(7)
+    newcomers = [counters.hit(name, MINUTE) for name in sharing[:6]]
 
-    # One overflow counter for all of them: the sixth is over the limit of 5.
+    # Newcomers landing on one overflow counter share it: the sixth is over
+    # the limit of 5, and so is the next one there (it fails closed).
     assert [hit.count for hit in newcomers] == [1, 2, 3, 4, 5, 6]
     assert newcomers[-1].over(MINUTE)
-    assert counters.peek("user:new99", MINUTE).count == 6  # fails closed
+    assert counters.peek(sharing[6], MINUTE).count == 6
     assert counters.peek("user:a", MINUTE).count == 2
-    assert len(counters) == 4  # three identities and the overflow counter
+    assert len(counters) == 4  # three identities and one overflow counter
+
+
+def test_whoever_fills_the_table_shares_a_counter_with_few_newcomers():
+    counters, _ = table(max_counters=1)
+    counters.hit("user:first", MINUTE)
+    for index in range(10_000):
+        counters.hit(f"user:flood{index}", MINUTE)
+
+    counts = [counters.peek(f"user:late{index}", MINUTE).count for index in range(200)]
+
+    # 10,000 newcomers spread over 1,024 counters: about 10 each, so a late
+    # newcomer meets a counter near 10, never the whole flood.
+    assert max(counts) < 30
 
 
 def test_room_comes_back_when_a_window_ends():
     counters, clock = table(max_counters=2)
     counters.hit("user:a", MINUTE)
     counters.hit("user:b", MINUTE)
-    assert counters.hit("user:c", MINUTE).count == 1  # the overflow's first
-    assert counters.hit("user:d", MINUTE).count == 2
+    first, second = same_bucket(2)
+    assert counters.hit(first, MINUTE).count == 1  # an overflow counter's first
+    assert counters.hit(second, MINUTE).count == 2
     clock.advance(60)
-    assert counters.hit("user:d", MINUTE).count == 1
-    assert counters.hit("user:c", MINUTE).count == 1  # its own counter again
+    assert counters.hit(second, MINUTE).count == 1
+    assert counters.hit(first, MINUTE).count == 1  # its own counter again
+
+
+def test_a_count_given_back_is_no_longer_counted():
+    counters, _ = table()
+    counters.hit("ip:1", MINUTE)
+    counters.hit("ip:1", MINUTE)
+    counters.give_back("ip:1", MINUTE)
+    assert counters.peek("ip:1", MINUTE).count == 1
+    counters.give_back("ip:1", MINUTE)
+    counters.give_back("ip:1", MINUTE)  # never below zero
+    assert counters.peek("ip:1", MINUTE).count == 0
 
 
 def test_peek_counts_nothing():

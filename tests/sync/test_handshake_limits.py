@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -12,7 +13,7 @@ from rest_framework.authtoken.models import Token
 from config.asgi import application
 from sync.services import ratelimit
 from sync.ws import middleware
-from sync.ws.handshake_limits import AddressGate, HandshakeLimit
+from sync.ws.handshake_limits import AddressGate
 from tests.conftest import FakeClock
 
 # A whole number of hours: the tests run inside one window.
@@ -180,7 +181,7 @@ def scope_with_extension(**extra) -> dict:
 async def test_a_server_with_the_http_response_extension_gets_a_429(sync_config):
     sync_config(WS_ANONYMOUS_CONNECT_RATE="1/1h")
     first, second = Recorder(), Recorder()
-    await HandshakeLimit(first.app)(scope_with_extension(), receive_connect, first.send)
+    await AddressGate(first.app)(scope_with_extension(), receive_connect, first.send)
     await AddressGate(second.app)(scope_with_extension(), receive_connect, second.send)
 
     assert first.called
@@ -202,9 +203,9 @@ async def test_without_the_extension_the_socket_is_accepted_then_closed_4429(
 ):
     sync_config(WS_ANONYMOUS_CONNECT_RATE="1/1h")
     scope = scope_with_extension(extensions={})
-    await HandshakeLimit(Recorder().app)(scope, receive_connect, Recorder().send)
+    await AddressGate(Recorder().app)(dict(scope), receive_connect, Recorder().send)
     refused = Recorder()
-    await HandshakeLimit(refused.app)(scope, receive_connect, refused.send)
+    await AddressGate(refused.app)(dict(scope), receive_connect, refused.send)
 
     assert refused.sent == [
         {"type": "websocket.accept"},
@@ -219,3 +220,33 @@ async def test_handshakes_go_uncounted_while_the_counters_redis_is_away(
     sync_config(WS_CONNECT_RATE="1/1h", WS_ANONYMOUS_CONNECT_RATE="1/1h")
     assert [await handshakes.as_user(user) for _ in "ab"] == [(True, None)] * 2
     assert [await handshakes.open("token=bad") for _ in "ab"] == [(True, 4401)] * 2
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_bad_tokens_sent_at_once_cost_no_more_lookups_than_the_rate(
+    handshakes, sync_config, token_lookups
+):
+    # Counted only after authentication, 30 handshakes in flight together all
+    # passed a gate that saw none of the others: 30 database lookups.
+    sync_config(WS_ANONYMOUS_CONNECT_RATE="3/1h")
+
+    outcomes = await asyncio.gather(
+        *(handshakes.open(f"token=bad{index}") for index in range(30))
+    )
+
+    codes = sorted(code for _, code in outcomes)
+    assert codes == [4401] * 3 + [4429] * 27
+    assert len(token_lookups) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_known_token_passes_an_address_others_exhausted(
+    handshakes, sync_config, user
+):
+    sync_config(WS_ANONYMOUS_CONNECT_RATE="2/1h")
+    assert (await handshakes.as_user(user)) == (True, None)  # now cached
+    for index in range(3):
+        await handshakes.open(f"token=bad{index}")
+    assert (await handshakes.open("token=bad-again"))[1] == 4429
+
+    assert (await handshakes.as_user(user)) == (True, None)

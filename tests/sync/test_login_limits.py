@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 
@@ -189,8 +190,33 @@ def test_with_redis_the_counters_are_keys_that_expire_with_their_window(
         assert_refused_page(log_in(LOGIN, "alice", address="10.0.5.1"))
 
         keys = sorted(key.decode() for key in client.scan_iter(f"{prefix}*"))
-        assert len(keys) == 2  # the address and the username
+        # Both addresses (every attempt is counted before its check) and the
+        # username, each expiring with its window.
+        assert len(keys) == 3
         assert all(0 < client.ttl(key) <= 3601 for key in keys)
     finally:
         for key in client.scan_iter(f"{prefix}*"):
             client.delete(key)
+
+
+# Guesses sent at once ----------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_guesses_sent_at_once_are_counted_before_any_password_is_checked(
+    user, password_checks
+):
+    # Counted only after the check, 30 guesses in flight together all passed
+    # a check that saw none of the others: each was hashed.
+    from sync.http.fast_path import ApiHandler
+    from tests.sync.test_lean_http import call
+
+    app = ApiHandler()
+    guess = {"username": "alice", "password": "wrong"}
+    answers = await asyncio.gather(
+        *(call(app, "POST", TOKEN, data=guess) for _ in range(30))
+    )
+
+    statuses = sorted(answer.status for answer in answers)
+    assert statuses == [400] * LIMIT + [429] * (30 - LIMIT)
+    assert len(password_checks) == LIMIT

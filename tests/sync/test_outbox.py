@@ -22,6 +22,9 @@ class StuckClient:
         self.sent.append(message)
 
 
+CLOSED_4413 = {"type": "websocket.close", "code": CloseCode.SLOW_CONSUMER}
+
+
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
@@ -54,7 +57,7 @@ async def test_a_client_that_stops_reading_is_closed_4413_without_the_backlog():
     assert outbox.pending_bytes == 0  # the backlog was dropped
     client.unblock.set()
     await outbox.drain(1)
-    assert client.sent[-1] == {"type": "websocket.close", "code": CloseCode.SLOW_CONSUMER}
+    assert client.sent[-1] == CLOSED_4413
     texts = [message.get("text", "") for message in client.sent]
     assert not any(text.startswith(("z", "w", "v")) for text in texts)
 
@@ -138,7 +141,7 @@ async def test_giving_up_on_a_slow_client_drops_its_backlog_and_closes_4413():
     assert outbox.overflowed
     # b was stuck in the server's send: cancelled with the rest.
     assert [message.get("text") for message in client.sent] == ["a", None]
-    assert client.sent[-1] == {"type": "websocket.close", "code": CloseCode.SLOW_CONSUMER}
+    assert client.sent[-1] == CLOSED_4413
 
 
 async def test_a_stated_size_counts_instead_of_the_texts_length():

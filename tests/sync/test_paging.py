@@ -88,7 +88,7 @@ def read(
 
 
 def ids(result) -> list[str]:
-    return [message["id"] for message in result.messages]
+    return [message["id"] for message in result.parse_messages()]
 
 
 def two_queues() -> tuple[ListQueue, ListQueue]:
@@ -123,7 +123,7 @@ def test_a_cursor_moves_past_broadcasts_the_reader_cannot_see():
 
     result = read(users, broadcasts, cursor=Position(EPOCH.id, 0, 0))
 
-    assert result.messages[0]["cursor"] == "e1-1-1"
+    assert result.parse_messages()[0]["cursor"] == "e1-1-1"
     assert result.position == Position(EPOCH.id, 1, 1)
 
 
@@ -133,7 +133,7 @@ def test_the_watermark_ignores_the_readers_since():
 
     result = read(users, broadcasts, since=10**18)
 
-    assert result.messages == []
+    assert result.parse_messages() == []
     assert result.timestamp == NOW_MS - 1
 
 

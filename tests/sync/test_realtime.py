@@ -273,5 +273,3 @@ async def test_publishing_hands_the_stored_message_to_the_hub():
         ("broadcast", 1),
     ]
     assert delivered[0].envelope["id"] == sent["id"]
-
-

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -27,6 +26,7 @@ from sync.services.realtime import build_message
 from sync.store.cursors import Position, decode_cursor
 from sync.store.memory import MemoryMessageStore
 from sync.store.redis import RedisMessageStore
+from tests.conftest import closed_port
 
 
 @pytest.fixture
@@ -66,13 +66,6 @@ def any_store(request, clock):
     return store
 
 
-def closed_port() -> int:
-    """A local port nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def user_message(user_id: str, number: int) -> dict:
     return build_message("item.added", {"n": number}, user_id=user_id)
 
@@ -92,8 +85,8 @@ def test_user_and_broadcast_messages_merge_in_publication_order(any_store):
 
     result = any_store.read("1", since=0)
 
-    assert numbers(result.messages) == [1, 2, 3]
-    assert [m["userId"] for m in result.messages] == ["1", None, "1"]
+    assert numbers(result.parse_messages()) == [1, 2, 3]
+    assert [m["userId"] for m in result.parse_messages()] == ["1", None, "1"]
     assert not result.has_more
     assert not result.gap
 
@@ -102,28 +95,33 @@ def test_a_user_never_reads_another_users_messages(any_store):
     any_store.add_message(user_message("1", 1))
     any_store.add_message(user_message("2", 2))
 
-    assert numbers(any_store.read("1", since=0).messages) == [1]
-    assert numbers(any_store.read("2", since=0).messages) == [2]
-    assert any_store.read("3", since=0).messages == []
+    assert numbers(any_store.read("1", since=0).parse_messages()) == [1]
+    assert numbers(any_store.read("2", since=0).parse_messages()) == [2]
+    assert any_store.read("3", since=0).parse_messages() == []
 
 
 def test_topic_broadcasts_reach_only_readers_of_one_of_their_topics(any_store):
     any_store.add_message(broadcast_message(1, topics=["ops", "sales"]))
     any_store.add_message(broadcast_message(2))
 
-    assert numbers(any_store.read("1", since=0).messages) == [2]
-    assert numbers(any_store.read("1", since=0, topics=["sales"]).messages) == [1, 2]
-    assert numbers(any_store.read("1", since=0, topics=["hr"]).messages) == [2]
+    assert numbers(any_store.read("1", since=0).parse_messages()) == [2]
+    assert numbers(any_store.read("1", since=0, topics=["sales"]).parse_messages()) == [
+        1,
+        2,
+    ]
+    assert numbers(any_store.read("1", since=0, topics=["hr"]).parse_messages()) == [2]
 
 
 def test_each_message_cursor_resumes_exactly_after_it(any_store):
     for number in range(1, 6):
         any_store.add_message(user_message("1", number))
         any_store.add_message(broadcast_message(100 + number))
-    everything = any_store.read("1", since=0).messages
+    everything = any_store.read("1", since=0).parse_messages()
 
     for index, message in enumerate(everything):
-        rest = any_store.read("1", cursor=decode_cursor(message["cursor"])).messages
+        rest = any_store.read(
+            "1", cursor=decode_cursor(message["cursor"])
+        ).parse_messages()
         assert [m["id"] for m in rest] == [m["id"] for m in everything[index + 1 :]]
 
 
@@ -131,7 +129,7 @@ def test_timestamps_strictly_increase_within_a_queue_in_one_millisecond(any_stor
     for number in range(5):
         any_store.add_message(user_message("1", number))
 
-    stamps = [m["timestamp"] for m in any_store.read("1", since=0).messages]
+    stamps = [m["timestamp"] for m in any_store.read("1", since=0).parse_messages()]
 
     assert stamps == sorted(set(stamps))
 
@@ -143,8 +141,8 @@ def test_paging_by_limit_then_timestamp_sees_everything_once(any_store):
     seen, since = [], 0
     while True:
         page = any_store.read("1", since=since, limit=3)
-        assert len(page.messages) <= 3
-        seen += numbers(page.messages)
+        assert len(page.parse_messages()) <= 3
+        seen += numbers(page.parse_messages())
         since = page.timestamp
         if not page.has_more:
             break
@@ -159,7 +157,7 @@ def test_paging_by_cursor_sees_everything_once_in_order(any_store):
     seen, cursor, has_more = [], None, True
     while has_more:
         page = any_store.read("1", cursor=cursor, since=0, limit=4)
-        seen += numbers(page.messages)
+        seen += numbers(page.parse_messages())
         cursor, has_more = page.position, page.has_more
 
     assert seen == list(range(10))
@@ -172,7 +170,10 @@ def test_watermark_is_never_reached_by_a_later_message(any_store):
     any_store.add_message(broadcast_message(2))  # same fake millisecond
     any_store.add_message(user_message("1", 3))
 
-    assert numbers(any_store.read("1", since=first.timestamp).messages) == [2, 3]
+    assert numbers(any_store.read("1", since=first.timestamp).parse_messages()) == [
+        2,
+        3,
+    ]
 
 
 def test_messages_expire_after_the_ttl(any_store, clock, sync_config):
@@ -184,7 +185,7 @@ def test_messages_expire_after_the_ttl(any_store, clock, sync_config):
     clock.advance(6)  # the first is 11 s old, the second 6 s
     result = any_store.read("1", since=0)
 
-    assert numbers(result.messages) == [2]
+    assert numbers(result.parse_messages()) == [2]
     assert result.gap  # something after since=0 was dropped
 
 
@@ -210,9 +211,9 @@ def test_overflow_drops_the_oldest_and_reports_a_gap(any_store, sync_config):
     by_since = any_store.read("1", since=0)
     by_cursor = any_store.read("1", cursor=before)
 
-    assert numbers(by_since.messages) == [2, 3, 4]
+    assert numbers(by_since.parse_messages()) == [2, 3, 4]
     assert by_since.gap
-    assert numbers(by_cursor.messages) == [2, 3, 4]
+    assert numbers(by_cursor.parse_messages()) == [2, 3, 4]
     assert by_cursor.gap
 
 
@@ -220,11 +221,11 @@ def test_no_gap_when_resuming_after_the_dropped_messages(any_store, sync_config)
     sync_config(QUEUE_MAX_MESSAGES=3)
     for number in range(5):
         any_store.add_message(user_message("1", number))
-    latest = any_store.read("1", since=0).messages[-2]
+    latest = any_store.read("1", since=0).parse_messages()[-2]
 
     result = any_store.read("1", cursor=decode_cursor(latest["cursor"]))
 
-    assert numbers(result.messages) == [4]
+    assert numbers(result.parse_messages()) == [4]
     assert not result.gap
 
 
@@ -234,7 +235,7 @@ def test_cursor_from_another_epoch_replays_everything_with_a_gap(any_store):
 
     result = any_store.read("1", cursor=Position("0ther", 1, 0))
 
-    assert numbers(result.messages) == [1, 2]
+    assert numbers(result.parse_messages()) == [1, 2]
     assert result.gap
 
 
@@ -243,7 +244,7 @@ def test_cursor_beyond_the_head_is_not_trusted(any_store):
 
     result = any_store.read("1", cursor=Position(any_store.epoch, 9, 0))
 
-    assert numbers(result.messages) == [1]
+    assert numbers(result.parse_messages()) == [1]
     assert result.gap
 
 
@@ -317,15 +318,15 @@ def test_concurrent_publishers_and_a_reader_see_each_message_once(any_store):
     while not done.is_set():
         finished = not any(thread.is_alive() for thread in threads)
         page = any_store.read("1", since=since, limit=50)
-        seen_by_since += numbers(page.messages)
+        seen_by_since += numbers(page.parse_messages())
         since = page.timestamp
         page = any_store.read("1", cursor=cursor, since=0, limit=50)
-        seen_by_cursor += numbers(page.messages)
+        seen_by_cursor += numbers(page.parse_messages())
         cursor = page.position
         if finished and not page.has_more:
             done.set()
-    while (page := any_store.read("1", since=since, limit=50)).messages:
-        seen_by_since += numbers(page.messages)
+    while (page := any_store.read("1", since=since, limit=50)).count:
+        seen_by_since += numbers(page.parse_messages())
         since = page.timestamp
 
     expected = sorted(
@@ -348,7 +349,7 @@ def test_a_page_never_splits_messages_sharing_a_timestamp(any_store, limit):
     seen, since, has_more = [], 0, True
     while has_more:
         page = any_store.read("1", since=since, limit=limit)
-        seen += numbers(page.messages)
+        seen += numbers(page.parse_messages())
         since, has_more = page.timestamp, page.has_more
 
     assert seen == [1, 2, 3]
@@ -361,7 +362,9 @@ def test_a_readers_huge_since_changes_no_later_timestamp(any_store, clock):
     entry = any_store.add_message(user_message("2", 1))
 
     assert entry.timestamp == int(clock() * 1000)
-    assert numbers(any_store.read("2", since=entry.timestamp - 1).messages) == [1]
+    assert numbers(any_store.read("2", since=entry.timestamp - 1).parse_messages()) == [
+        1
+    ]
 
 
 def test_a_readers_messages_never_share_a_timestamp_on_a_still_clock(any_store):
@@ -371,7 +374,7 @@ def test_a_readers_messages_never_share_a_timestamp_on_a_still_clock(any_store):
     any_store.add_message(user_message("1", 4))
     any_store.add_message(broadcast_message(5))
 
-    stamps = [m["timestamp"] for m in any_store.read("1", since=0).messages]
+    stamps = [m["timestamp"] for m in any_store.read("1", since=0).parse_messages()]
 
     assert stamps == sorted(set(stamps))
 
@@ -389,7 +392,7 @@ def test_a_dropped_topic_broadcast_is_no_gap_for_other_readers(
     for options in ({"cursor": before}, {"since": since}):
         for topics in ((), ("ops",)):
             result = any_store.read("1", topics=topics, **options)
-            assert numbers(result.messages) == [2]
+            assert numbers(result.parse_messages()) == [2]
             assert not result.gap
         assert any_store.read("1", topics=["sales"], **options).gap
 
@@ -418,7 +421,7 @@ def test_since_before_the_store_started_is_a_gap(any_store, clock):
     from_before = any_store.read("1", since=started_ms - 60_000)
     watermark = any_store.read("1", since=0)
 
-    assert numbers(from_before.messages) == [1]
+    assert numbers(from_before.parse_messages()) == [1]
     assert from_before.gap  # what came before this store is gone
     assert not watermark.gap
     assert not any_store.read("1", since=watermark.timestamp).gap
@@ -443,10 +446,10 @@ def test_paging_by_cursor_under_publishing_from_two_instances(redis_store, twin_
     while True:
         finished = not any(thread.is_alive() for thread in threads)
         page = instances[len(seen_by_cursor) % 2].read("1", cursor=cursor, limit=40)
-        seen_by_cursor += numbers(page.messages)
+        seen_by_cursor += numbers(page.parse_messages())
         cursor = page.position
         by_since = instances[len(seen_by_since) % 2].read("1", since=since, limit=40)
-        seen_by_since += numbers(by_since.messages)
+        seen_by_since += numbers(by_since.parse_messages())
         since = by_since.timestamp
         if finished and not page.has_more and not by_since.has_more:
             break
@@ -464,13 +467,13 @@ def test_two_instances_share_one_history_and_its_cursors(redis_store, twin_store
     twin_store.add_message(broadcast_message(2))
     redis_store.add_message(user_message("1", 3))
 
-    on_first = redis_store.read("1", since=0).messages
-    on_second = twin_store.read("1", since=0).messages
+    on_first = redis_store.read("1", since=0).parse_messages()
+    on_second = twin_store.read("1", since=0).parse_messages()
     resumed = twin_store.read("1", cursor=decode_cursor(on_first[0]["cursor"]))
 
     assert on_first == on_second
     assert numbers(on_first) == [1, 2, 3]
-    assert numbers(resumed.messages) == [2, 3]
+    assert numbers(resumed.parse_messages()) == [2, 3]
     assert not resumed.gap
     assert redis_store.epoch == twin_store.epoch
     assert redis_store.head("1") == twin_store.head("1")
@@ -501,7 +504,7 @@ def test_a_cursor_of_a_wiped_redis_is_a_gap(redis_url, redis_store, redis_prefix
 
     result = redis_store.read("1", cursor=cursor)
 
-    assert numbers(result.messages) == [2]
+    assert numbers(result.parse_messages()) == [2]
     assert result.gap
     assert result.position.epoch != cursor.epoch
 
@@ -512,7 +515,7 @@ async def test_async_twins_see_what_sync_calls_stored(any_store):
 
     result = await any_store.aread("1", since=0)
 
-    assert numbers(result.messages) == [1, 2]
+    assert numbers(result.parse_messages()) == [1, 2]
     assert await any_store.ahead("1") == result.position
     assert (await any_store.astats()).total_messages == 2
 
@@ -541,7 +544,7 @@ async def test_hundreds_of_reads_at_once_all_answer(redis_store, twin_store):
     )
     heads = await asyncio.gather(*(redis_store.ahead("1") for _ in range(300)))
 
-    assert all(numbers(page.messages) == [1] for page in pages)
+    assert all(numbers(page.parse_messages()) == [1] for page in pages)
     assert set(heads) == {pages[-1].position}
 
 
@@ -553,9 +556,9 @@ async def test_a_read_after_a_publish_sees_it_while_others_read(
 
     after = await redis_store.aread("1", since=0)
 
-    assert numbers(after.messages) == [1]
+    assert numbers(after.parse_messages()) == [1]
     for page in await asyncio.gather(*readers):
-        assert numbers(page.messages) in ([], [1])
+        assert numbers(page.parse_messages()) in ([], [1])
 
 
 async def test_a_wait_without_news_ends_at_its_timeout(redis_store, twin_store):
@@ -685,7 +688,7 @@ def test_appending_the_same_message_twice_stores_it_once(redis_store):
     again = redis_store.add_message(message)
 
     assert (again.seq, again.timestamp) == (first.seq, first.timestamp)
-    assert numbers(redis_store.read("1", since=0).messages) == [1]
+    assert numbers(redis_store.read("1", since=0).parse_messages()) == [1]
 
 
 async def test_a_wait_survives_a_dropped_subscription(redis_store, twin_store):
@@ -789,9 +792,9 @@ def test_purging_a_users_queue_drops_its_messages_and_leaves_a_gap(any_store):
     assert any_store.purge_messages("1") == 2
 
     left = any_store.read("1", since=0)
-    assert numbers(left.messages) == [4]
+    assert numbers(left.parse_messages()) == [4]
     assert left.gap  # the purged messages were lost to this reader
-    assert numbers(any_store.read("2", since=0).messages) == [3, 4]
+    assert numbers(any_store.read("2", since=0).parse_messages()) == [3, 4]
     assert any_store.stats().queue_sizes == {"2": 1, "broadcast": 1}
     assert any_store.purge_messages("nobody") == 0
 
@@ -810,7 +813,7 @@ def test_purging_everything_empties_every_queue_in_batches(any_store, monkeypatc
     after = any_store.head("3")
     any_store.add_message(user_message("3", 10))
     fresh = any_store.read("3", cursor=after)
-    assert (numbers(fresh.messages), fresh.gap) == ([10], False)
+    assert (numbers(fresh.parse_messages()), fresh.gap) == ([10], False)
 
 
 def test_purging_expired_messages_keeps_the_live_ones(any_store, clock, sync_config):
@@ -901,10 +904,12 @@ def test_a_restarted_redis_keeps_acknowledged_messages(own_redis, clock):
 
     everything = store.read("1", since=0)
     resumed = store.read("1", cursor=cursor)
-    assert everything.messages[0]["id"] == acknowledged.envelope["id"]
-    assert numbers(everything.messages) == [1, 3]
+    assert everything.parse_messages()[0]["id"] == acknowledged.envelope["id"]
+    assert numbers(everything.parse_messages()) == [1, 3]
     assert not everything.gap
-    assert numbers(resumed.messages) == [3]  # same epoch: the cursor still holds
+    assert numbers(resumed.parse_messages()) == [
+        3
+    ]  # same epoch: the cursor still holds
     assert not resumed.gap
 
 
@@ -935,7 +940,7 @@ def test_pages_bounded_by_bytes_see_everything_once_in_order(any_store, start):
         )
         pages += 1
         assert page_bytes(page) <= 45_000
-        seen += numbers(page.messages)
+        seen += numbers(page.parse_messages())
         if start == "cursor":
             cursor = page.position
         else:
@@ -957,9 +962,9 @@ def test_a_message_larger_than_the_byte_bound_still_comes_alone(any_store):
     first = any_store.read("1", since=0, max_bytes=1_000)
     second = any_store.read("1", cursor=first.position, max_bytes=1_000)
 
-    assert numbers(first.messages) == [1]
+    assert numbers(first.parse_messages()) == [1]
     assert first.has_more
-    assert numbers(second.messages) == [2]
+    assert numbers(second.parse_messages()) == [2]
     assert not second.has_more
 
 
@@ -972,7 +977,7 @@ def test_broadcasts_of_other_topics_count_toward_no_page(any_store):
 
     page = any_store.read("1", since=0, topics=["ops"], max_bytes=30_000)
 
-    assert numbers(page.messages) == [99]
+    assert numbers(page.parse_messages()) == [99]
     assert not page.has_more
     assert page.position.broadcast_seq == 21
 
@@ -1009,7 +1014,7 @@ def test_past_the_byte_budget_the_oldest_messages_of_any_queue_go(
 
     assert any_store.stats().total_bytes <= 1_048_576
     assert any_store.read("bob", since=0).gap is True
-    kept = numbers(any_store.read("mallory", since=0, limit=1000).messages)
+    kept = numbers(any_store.read("mallory", since=0, limit=1000).parse_messages())
     assert kept == list(range(100 - len(kept), 100))
     assert 40 < len(kept) < 52  # ~1 MiB of 20 kB messages
 
@@ -1047,9 +1052,32 @@ def test_entries_stored_by_an_older_release_are_still_read(redis_store, redis_ur
     client.zadd(key, {old: score})
     client.close()
 
-    [message] = redis_store.read("1", since=0).messages
+    [message] = redis_store.read("1", since=0).parse_messages()
 
     assert message["id"] == "msg_old"
     assert message["payload"] == {"n": 0}
     assert message["timestamp"] > 0
     assert message["cursor"]
+
+
+def test_the_redis_budget_bounds_what_redis_holds_even_for_small_messages(
+    redis_store, redis_url, sync_config
+):
+    # Small messages cost Redis more than their text: their index members,
+    # ledger entries and append replies are charged too, and a reply leaves
+    # with its message (before, 20,000 small messages kept 3.7 MB of replies
+    # outside a 2 MB budget).
+    sync_config(STORE_MAX_BYTES=1_048_576)
+    for number in range(6_000):
+        redis_store.add_message(user_message(str(number % 20), number))
+
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{redis_store._prefix}*", count=1000))
+    held = sum(client.memory_usage(key) or 0 for key in keys)
+    replies = sum(1 for key in keys if b":id:" in key)
+    client.close()
+
+    stats = redis_store.stats()
+    assert stats.total_bytes <= 1_048_576
+    assert held < 1.3 * 1_048_576
+    assert replies == stats.total_messages

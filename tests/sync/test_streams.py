@@ -15,7 +15,7 @@ async def read_all(stream: ReaderStream, max_bytes: int = 1_000_000):
     messages, gap = [], False
     while True:
         page = await stream.read_page(max_bytes)
-        messages += page.messages
+        messages += page.parse_messages()
         gap = gap or page.gap
         if not page.has_more:
             return messages, gap
@@ -44,7 +44,7 @@ async def test_events_in_sequence_are_delivered_with_the_polls_cursors(store):
     entries = [add_user(store, n=0), add_broadcast(store, n=1), add_user(store, n=2)]
 
     delivered = [live(stream, entry)[1] for entry in entries]
-    polled = store.read("1", cursor=start).messages
+    polled = store.read("1", cursor=start).parse_messages()
 
     assert [m["id"] for m in delivered] == [m["id"] for m in polled]
     assert [m["cursor"] for m in delivered] == [m["cursor"] for m in polled]
@@ -214,5 +214,5 @@ async def test_skipped_broadcasts_are_behind_the_next_cursor(store):
     verdict, message = live(stream, add_user(store, n=1))
 
     assert verdict is Verdict.DELIVER
-    assert message["cursor"] == store.read("1", since=0).messages[-1]["cursor"]
+    assert message["cursor"] == store.read("1", since=0).parse_messages()[-1]["cursor"]
     assert not await stream.is_behind()

@@ -166,3 +166,35 @@ async def test_frame_with_a_lone_surrogate_gets_an_error_frame_and_stays_open(
     assert pong["type"] == "pong"
     assert pong["correlationId"] == "after"
     assert await ws.receive_nothing(0.1)
+
+
+# Numbers no JSON reader can hold (parsed by loads_strict) ------------------------
+
+
+@pytest.mark.parametrize("text", ['{"a": 1e400}', '{"a": -1e400}', '{"a": [1E999]}'])
+def test_loads_strict_refuses_a_number_too_large_for_a_float(text):
+    # Read as Infinity it would be stored as null: refused instead.
+    for raw in (text, text.encode()):
+        with pytest.raises(exceptions.InvalidJSON):
+            loads_strict(raw)
+
+
+def test_an_integer_beyond_64_bits_is_refused_never_rounded():
+    from sync.core.validation import validate_payload
+
+    value = loads_strict('{"id": 123456789012345678901234567890}')
+    assert value == {"id": 123456789012345678901234567890}  # read whole
+    with pytest.raises(exceptions.InvalidPayload):
+        validate_payload(value, parsed=True)
+
+
+def test_integers_within_64_bits_and_long_digit_strings_are_kept_exactly():
+    from sync.core.validation import validate_payload
+
+    text = (
+        '{"max": 18446744073709551615, "min": -9223372036854775808,'
+        ' "s": "1234567890123456789012345"}'
+    )
+    value = loads_strict(text)
+    assert value["max"] == 2**64 - 1
+    assert json.loads(validate_payload(value, parsed=True)) == value

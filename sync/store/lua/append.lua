@@ -62,6 +62,13 @@ redis.call('HINCRBY', meta, 'messages', 1)
 -- NX: a queue already holding messages keeps its oldest one's expiry.
 redis.call('ZADD', P .. 'expiry', 'NX', fmt(expires), queue)
 
+-- The reply, kept for retries until the message leaves its queue (see
+-- release in common.lua) or its TTL passes, whichever comes first.
+local reply = {epoch, seq, order, fmt(ts), num(redis.call('HGET', bkey, 'last_seq'))}
+if ARGV[11] ~= '' then
+  redis.call('SET', appended_key, cjson.encode(reply), 'PX', fmt(math.max(num(ARGV[4]), 1)))
+end
+
 local max_messages, max_tracked = num(ARGV[5]), num(ARGV[6])
 local overflow = 0
 while redis.call('ZCARD', P .. 'm:' .. queue) > max_messages do
@@ -74,10 +81,6 @@ local evicted = enforce_budget(num(ARGV[13]), max_tracked)
 -- hands the entry to every other instance's delivery hub: one message per
 -- instance, not per socket.
 redis.call('PUBLISH', P .. 'wake', queue .. '\n' .. ARGV[12] .. '\n' .. entry)
-local reply = {epoch, seq, order, fmt(ts), num(redis.call('HGET', bkey, 'last_seq'))}
-if ARGV[11] ~= '' then
-  redis.call('SET', appended_key, cjson.encode(reply), 'PX', fmt(math.max(num(ARGV[4]), 1)))
-end
 reply[6] = overflow
 reply[7] = evicted
 return reply

@@ -23,8 +23,9 @@
 local P = ARGV[1]
 
 -- Bytes charged per entry on top of its text: its members in m:, t: and the
--- ledger, with their skiplist and hash nodes (measured with MEMORY USAGE).
-local ENTRY_OVERHEAD = 256
+-- ledger with their skiplist nodes, and its append's reply key (measured:
+-- see tests/sync/store/test_redis.py, the budget against used_memory).
+local ENTRY_OVERHEAD = 400
 
 local function num(value, default)
   return tonumber(value) or default or 0
@@ -65,9 +66,14 @@ local function charge(queue, seq, order, entry)
   redis.call('HINCRBY', P .. 'meta', 'bytes', #entry + ENTRY_OVERHEAD)
 end
 
--- An entry left its queue: it no longer counts against the budget.
+-- An entry left its queue: it no longer counts against the budget, and its
+-- append's reply (kept for retries, see append.lua) goes with it.
 local function release(queue, seq, entry)
   redis.call('ZREM', P .. 'ledger', queue .. ' ' .. fmt(seq))
+  local id = string.match(entry, '\n{"id":"([^"]*)"')
+  if id then
+    redis.call('DEL', P .. 'id:' .. id)
+  end
   local left = redis.call('HINCRBY', P .. 'meta', 'bytes', -(#entry + ENTRY_OVERHEAD))
   if left < 0 then  -- entries stored before the budget was kept
     redis.call('HSET', P .. 'meta', 'bytes', 0)
@@ -156,7 +162,7 @@ local function enforce_budget(max_bytes, max_tracked)
     if #oldest == 0 then
       return dropped
     end
-    local queue, seq = string.match(oldest[1], '^(%S+) (%d+)$')
+    local queue, seq = string.match(oldest[1], '^(.+) (%d+)$')
     -- The queue's oldest sequence, from its small timestamp index.
     local first = redis.call('ZRANGE', P .. 't:' .. queue, 0, 0)
     if #first > 0 and tonumber(first[1]) == tonumber(seq) then
