@@ -236,17 +236,26 @@ SLOW_HEADS = [
 ]
 
 
-async def dribble(server: LiveServer, head: bytes, give_up_after: float) -> float:
-    """Send `head` a byte at a time; seconds until the server closes (inf: never)."""
+async def dribble(
+    server: LiveServer, head: bytes, give_up_after: float, begun: asyncio.Semaphore
+) -> float:
+    """Send `head` a byte at a time; seconds until the server closes (inf: never).
+
+    `begun` is released once this client's first byte is out.
+    """
     loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_connection(HOST, server.port)
     started = loop.time()
+    first_byte = True
     try:
         for byte in itertools.cycle(head):
             if loop.time() - started > give_up_after:
                 return float("inf")
             with contextlib.suppress(ConnectionError):
                 writer.write(bytes([byte]))
+            if first_byte:
+                first_byte = False
+                begun.release()
             try:
                 async with asyncio.timeout(BYTE_INTERVAL):
                     await reader.read(PIECE_BYTES)  # an answer (408) or the close
@@ -265,11 +274,13 @@ async def test_clients_sending_a_header_byte_a_second_are_closed_in_bounded_time
 ):
     server = dedicated_asgi_server(SYNC_REQUEST_HEAD_TIMEOUT=HEAD_TIMEOUT)
     give_up_after = CLOSED_WITHIN + 2 * BYTE_INTERVAL
+    begun = asyncio.Semaphore(0)
     slow = [
-        asyncio.create_task(dribble(server, SLOW_HEADS[n % 2], give_up_after))
+        asyncio.create_task(dribble(server, SLOW_HEADS[n % 2], give_up_after, begun))
         for n in range(SLOW_CLIENTS)
     ]
-    await asyncio.sleep(HEAD_TIMEOUT / 2)  # every slow client has begun
+    for _ in range(SLOW_CLIENTS):  # every slow client has begun
+        await begun.acquire()
     started = time.monotonic()
     normal = await call(server.request, "GET", "/accounts/login/")
     normal_ms = (time.monotonic() - started) * 1000
