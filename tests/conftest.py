@@ -15,7 +15,6 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from sync.services import reset_services
-from sync.services.ratelimit import reset_counters
 from sync.store.memory import MemoryMessageStore
 
 PASSWORD = "correct horse battery staple"
@@ -36,13 +35,12 @@ class FakeClock:
 
 @pytest.fixture(autouse=True)
 def fresh_services():
-    """Every test starts with an empty store and empty rate-limit counters."""
+    """Every test starts with a fresh service: an empty store, empty rate-limit
+    counters, an empty token cache (reset_services resets them all)."""
     cache.clear()
-    reset_counters()
     service = reset_services()
     yield service
     cache.clear()
-    reset_counters()
 
 
 @pytest.fixture

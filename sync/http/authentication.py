@@ -41,19 +41,19 @@ class CachedTokenAuthentication(TokenAuthentication):
         key = self.token_key(request)
         if key is None:
             return None
-        cached = token_cache.get(key)
+        cached = token_cache().get(key)
         if cached is not None:
             return cached
         return await in_worker_thread(self.authenticate_credentials)(key)
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
-        cached = token_cache.get(key)
+        cached = token_cache().get(key)
         if cached is not None:
             return cached
         ensure_revocations_heard()  # so a cached token is forgotten when revoked
-        generation = token_cache.generation()
+        generation = token_cache().generation()
         user, token = super().authenticate_credentials(key)  # active users only
-        token_cache.put(key, user, token, generation)
+        token_cache().put(key, user, token, generation)
         return user, token
 
     def token_key(self, request) -> str | None:

@@ -24,7 +24,7 @@ from sync.http.schema import (
     EmptyMeansAbsentSchema,
     responses,
 )
-from sync.services import get_message_queue, get_realtime_sync
+from sync.services import get_realtime_sync
 from sync.services.handlers import arun_handlers
 from sync.services.monitoring import status_figures
 from sync.services.polling import poll
@@ -57,7 +57,8 @@ class PollView(SyncAPIView):
     async def get(self, request):
         query = parse_poll_query(request.query_params)
         await aauthorize_topics(request.user, query.topics)
-        result = await poll(get_message_queue(), str(request.user.pk), query)
+        sync = get_realtime_sync()
+        result = await poll(sync.store, sync.waiting_polls, str(request.user.pk), query)
         return poll_response(result)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from django.conf import settings
 
@@ -22,7 +23,8 @@ from sync.services.handlers import message_handler
 from sync.services.hub import DeliveryHub
 from sync.services.realtime import RealtimeSync
 from sync.services.revocation import HeardRevocations
-from sync.store.memory import MemoryMessageStore, MessageStore
+from sync.store.base import MessageStore
+from sync.store.memory import MemoryMessageStore
 
 __all__ = [
     "RealtimeSync",
@@ -36,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _realtime_sync: RealtimeSync | None = None
+# What the wings above keep per process, started afresh with the service.
+_reset_hooks: list[Callable[[], None]] = []
 
 
 def get_realtime_sync() -> RealtimeSync:
@@ -54,11 +58,24 @@ def get_message_queue() -> MessageStore:
 
 
 def reset_services(store: MessageStore | None = None) -> RealtimeSync:
-    """Start over with a fresh service, on `store` if given (tests, reloads)."""
+    """Start over with a fresh service, on `store` if given (tests, reloads).
+
+    Everything the process held goes with the old one: its hub and sockets'
+    registry, handler runs, waiting polls, token cache and rate counters, and
+    what the wings above registered with ``on_reset``.
+    """
     global _realtime_sync
     with _lock:
         _realtime_sync = _build(store or create_store())
+    for hook in list(_reset_hooks):
+        hook()
     return _realtime_sync
+
+
+def on_reset(hook: Callable[[], None]) -> None:
+    """Have `hook` forget its per-process state whenever the service is reset."""
+    if hook not in _reset_hooks:
+        _reset_hooks.append(hook)
 
 
 def create_store() -> MessageStore:
@@ -84,6 +101,6 @@ def _build(store: MessageStore) -> RealtimeSync:
     lifecycle.on_shutdown(_close_sockets_for_shutdown)
     lifecycle.on_shutdown(metrics.mark_this_process_dead)
     hub = DeliveryHub()
-    store.deliver_remote_to(hub)  # other instances' messages (Redis store)
-    store.hear_revocations(HeardRevocations(hub))  # every process's (Redis store)
+    store.bus.deliver_remote_to(hub)  # other instances' messages (Redis store)
+    store.bus.hear_revocations(HeardRevocations(hub))  # every process's (Redis store)
     return RealtimeSync(store, hub, MemoryConnectionRegistry())

@@ -22,7 +22,7 @@ import logging
 from typing import Protocol
 
 from sync.core import metrics
-from sync.store.memory import BROADCAST, StoredMessage
+from sync.store.paging import BROADCAST, StoredMessage
 
 logger = logging.getLogger(__name__)
 

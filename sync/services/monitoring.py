@@ -15,9 +15,9 @@ from django.core.exceptions import ValidationError
 
 from sync.core.clock import now_ms
 from sync.core.conf import sync_settings
-from sync.services.polling import waiting_polls
 from sync.services.realtime import RealtimeSync
-from sync.store.memory import BROADCAST, StoreStats
+from sync.store.base import StoreStats
+from sync.store.paging import BROADCAST
 
 POLL_ENDPOINT = "/api/sync/poll"
 # Queues listed one by one, largest first; the totals count every queue.
@@ -91,7 +91,7 @@ def snapshot(sync: RealtimeSync, *, largest: int = LARGEST_QUEUES) -> dict[str, 
             "connections": local.active,
             "subscriptions": local.subscriptions,
             "totalConnections": local.total,
-            "waitingPolls": waiting_polls.total(),
+            "waitingPolls": sync.waiting_polls.total(),
         },
         "instances": [
             {
@@ -101,6 +101,6 @@ def snapshot(sync: RealtimeSync, *, largest: int = LARGEST_QUEUES) -> dict[str, 
                 "reportedAt": figures.reported_at,
                 "thisProcess": figures.instance_id == sync.instance_id,
             }
-            for figures in sync.store.live_instances()
+            for figures in sync.store.presence.live_instances()
         ],
     }

@@ -12,8 +12,9 @@ from sync.core import metrics
 from sync.core.conf import sync_settings
 from sync.core.exceptions import TooManyWaitingPolls
 from sync.services import lifecycle
+from sync.store.base import MessageStore
 from sync.store.cursors import Position
-from sync.store.memory import MessageStore, ReadResult
+from sync.store.paging import ReadResult
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,9 @@ class WaitingPolls:
             return sum(self._counts.values())
 
 
-waiting_polls = WaitingPolls()
-
-
-async def poll(store: MessageStore, user_id: str, query: PollQuery) -> ReadResult:
+async def poll(
+    store: MessageStore, waiting: WaitingPolls, user_id: str, query: PollQuery
+) -> ReadResult:
     """Read the caller's page; if empty, wait up to `query.wait` for one.
 
     Each wake-up re-reads from the original position, so the answer is the
@@ -95,7 +95,7 @@ async def poll(store: MessageStore, user_id: str, query: PollQuery) -> ReadResul
         if result.count or result.gap or remaining <= 0 or lifecycle.shutting_down():
             metrics.count(metrics.DELIVERED_POLLING, result.count)
             return result
-        with waiting_polls.slot(user_id):
+        with waiting.slot(user_id):
             await _wait(store, user_id, result, remaining)
 
 

@@ -45,7 +45,6 @@ API_SCOPE = "api"
 clock: Callable[[], float] = time.time
 
 _process_cache: BaseCache | None = None
-_tables: dict[str, CounterTable] = {}
 
 
 def shared_cache() -> BaseCache:
@@ -68,19 +67,31 @@ def counters_in_redis() -> bool:
     return isinstance(shared_cache(), RedisCache)
 
 
+class CounterTables:
+    """This process's counter tables, one per kind of limit (`scope`).
+
+    Owned by the process's RealtimeSync: ``reset_services()`` starts them
+    afresh with everything else.
+    """
+
+    def __init__(self) -> None:
+        self._tables: dict[str, CounterTable] = {}
+
+    def table(self, scope: str) -> CounterTable:
+        """The table for `scope`, created on first use."""
+        table = self._tables.get(scope)
+        if table is None:
+            table = self._tables.setdefault(
+                scope, CounterTable(sync_settings.RATE_LIMIT_MAX_COUNTERS)
+            )
+        return table
+
+
 def counter_table(scope: str) -> CounterTable:
-    """This process's table for `scope`, created on first use."""
-    table = _tables.get(scope)
-    if table is None:
-        table = _tables.setdefault(
-            scope, CounterTable(sync_settings.RATE_LIMIT_MAX_COUNTERS)
-        )
-    return table
+    """This process's table for `scope`."""
+    from sync.services import get_realtime_sync
 
-
-def reset_counters() -> None:
-    """Forget every in-process counter (tests)."""
-    _tables.clear()
+    return get_realtime_sync().counters.table(scope)
 
 
 @receiver(setting_changed)

@@ -27,13 +27,13 @@ from sync.services.audit import (
 from sync.services.connections import MemoryConnectionRegistry
 from sync.services.handlers import HandlerRuns, run_handlers
 from sync.services.hub import DeliveryHub
+from sync.services.polling import WaitingPolls
+from sync.services.ratelimit import CounterTables
+from sync.services.token_cache import TokenCache
+from sync.store.base import MessageStore
 from sync.store.envelopes import Draft
-from sync.store.memory import (
-    BROADCAST,
-    ClusterConnections,
-    MessageStore,
-    StoredMessage,
-)
+from sync.store.paging import BROADCAST, StoredMessage
+from sync.store.presence import ClusterConnections
 
 logger = logging.getLogger(__name__)
 
@@ -119,12 +119,19 @@ class RealtimeSync:
         self.store = store
         self.hub = hub
         self.connections = connections
-        # Handler calls of accepted messages, in order per user (both ways in).
-        self.handler_runs = HandlerRuns()
-        # Names this process among the instances sharing a store (Redis).
-        self.instance_id = secrets.token_hex(8)
+        # What else this process holds for as long as it serves; a new
+        # RealtimeSync (reset_services) starts them all afresh.
+        self.handler_runs = HandlerRuns()  # handler calls, in order per user
+        self.waiting_polls = WaitingPolls()  # long polls parked, per user
+        self.token_cache = TokenCache()  # API tokens trusted for a while
+        self.counters = CounterTables()  # rate limits counted in the process
         self._opened_reported = 0
         self._reporter: asyncio.Task | None = None
+
+    @property
+    def instance_id(self) -> str:
+        """Names this process among the instances sharing its store."""
+        return self.store.instance_id
 
     # Server publishers -----------------------------------------------------
 
@@ -181,7 +188,7 @@ class RealtimeSync:
 
     def get_stats(self) -> dict[str, Any]:
         """Queue and connection figures (SPEC §6), of every live instance."""
-        elsewhere = self.store.connections_elsewhere(self.instance_id)
+        elsewhere = self.store.presence.connections_elsewhere(self.instance_id)
         return self._stats_dict(self.store.stats(), elsewhere)
 
     async def apublish(
@@ -234,7 +241,7 @@ class RealtimeSync:
 
     async def aget_stats(self) -> dict[str, Any]:
         """Async twin of get_stats."""
-        elsewhere = await self.store.aconnections_elsewhere(self.instance_id)
+        elsewhere = await self.store.presence.aconnections_elsewhere(self.instance_id)
         return self._stats_dict(await self.store.astats(), elsewhere)
 
     # This instance's sockets, for the others (Redis) ---------------------------
@@ -264,7 +271,7 @@ class RealtimeSync:
         """Publish this process's figures now (see MessageStore)."""
         local = self.connections.stats()
         opened = local.total - self._opened_reported
-        await self.store.areport_connections(
+        await self.store.presence.areport_connections(
             self.instance_id, local.active, local.subscriptions, opened
         )
         self._opened_reported = local.total
@@ -273,7 +280,7 @@ class RealtimeSync:
         """Leave the cluster's figures at once (shutdown)."""
         if self._reporter is not None:
             self._reporter.cancel()
-        self.store.forget_connections(self.instance_id)
+        self.store.presence.forget_connections(self.instance_id)
 
     # Client messages (POST /send and WebSocket frames) ----------------------
 

@@ -39,9 +39,9 @@ logger = logging.getLogger(__name__)
 def revoke_here(hub: DeliveryHub, user_id: Any, token_key: str | None) -> None:
     """Apply a revocation to this process: its cached tokens, then its sockets."""
     if token_key is None:
-        token_cache.forget_user(user_id)
+        token_cache().forget_user(user_id)
     else:
-        token_cache.forget_key(token_key)
+        token_cache().forget_key(token_key)
     hub.revoke(str(user_id), token_key)
 
 
@@ -57,7 +57,7 @@ class HeardRevocations:
 
     def revocations_missed(self) -> None:
         """Not listening for a while: any cached token may be revoked."""
-        token_cache.clear()
+        token_cache().clear()
 
 
 def ensure_revocations_heard() -> None:
@@ -98,7 +98,7 @@ async def _asend(user_id: Any, token_key: str | None) -> None:
     sync = get_realtime_sync()
     revoke_here(sync.hub, user_id, token_key)
     with _failure_logged(user_id, "store"):
-        await sync.store.apublish_revocation(str(user_id), token_key)
+        await sync.store.bus.apublish_revocation(str(user_id), token_key)
 
 
 def _send(user_id: Any, token_key: str | None) -> None:
@@ -109,7 +109,7 @@ def _send(user_id: Any, token_key: str | None) -> None:
     sync = get_realtime_sync()
     revoke_here(sync.hub, user_id, token_key)
     with _failure_logged(user_id, "store"):
-        sync.store.publish_revocation(str(user_id), token_key)
+        sync.store.bus.publish_revocation(str(user_id), token_key)
 
 
 async def arevoke_user(user_id: Any) -> None:

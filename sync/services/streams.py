@@ -14,8 +14,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 
+from sync.store.base import MessageStore
 from sync.store.cursors import Position
-from sync.store.memory import BROADCAST, MessageStore, ReadResult
+from sync.store.paging import BROADCAST, ReadResult
 
 # Messages per store read while replaying or filling a hole.
 PAGE_SIZE = 500

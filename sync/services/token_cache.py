@@ -121,7 +121,11 @@ class TokenCache:
                 del self._keys_by_user[user_id]
 
 
-token_cache = TokenCache()
+def token_cache() -> TokenCache:
+    """This process's token cache (owned by its RealtimeSync)."""
+    from sync.services import get_realtime_sync
+
+    return get_realtime_sync().token_cache
 
 
 def _now_and_on_commit(forget: Callable[[], None], using: str) -> None:
@@ -133,12 +137,12 @@ def _now_and_on_commit(forget: Callable[[], None], using: str) -> None:
 
 def user_changed(sender, instance, using, **kwargs) -> None:
     """A user was saved (perhaps deactivated, demoted) or deleted."""
-    _now_and_on_commit(lambda: token_cache.forget_user(instance.pk), using)
+    _now_and_on_commit(lambda: token_cache().forget_user(instance.pk), using)
 
 
 def token_deleted(sender, instance, using, **kwargs) -> None:
     """A token was deleted: refuse it from the next request on."""
-    _now_and_on_commit(lambda: token_cache.forget_key(instance.key), using)
+    _now_and_on_commit(lambda: token_cache().forget_key(instance.key), using)
 
 
 def connect_token_cache_signals() -> None:

@@ -1,21 +1,17 @@
-"""The message store: its interface, and the in-memory backend.
+"""The in-memory message store: the embedded default, one process's own.
 
-The store keeps one queue per user plus one broadcast queue, each bounded by
-``QUEUE_MAX_MESSAGES`` and ``MESSAGE_TTL``, and the in-memory store as a whole
-by ``STORE_MAX_BYTES``. It assigns every message its position (queue
-sequence, store-wide order, timestamp) under one lock together with the
-append, which is what makes `since` and `cursor` lossless under concurrent
-publishing. Only the server's clock and the store's own counters decide a
-stamp: what a reader asks for never does. The paging rules shared with other
-backends live in ``sync.store.paging``. Callers depend on ``MessageStore``
-only; the Redis backend implements the same interface.
+Every queue lives in this process and is gone when it exits (a restart
+starts a new epoch: old cursors are recognised and replayed from what is
+left). One lock guards the store, so the event loop and Django's worker
+threads share it; every critical section is short. The whole store is
+bounded by ``STORE_MAX_BYTES``: past it the oldest messages of any queue go
+first, charged what they really hold (their encoded text, never parsed
+objects, and a fixed overhead; see ``sync.store.base``).
 """
 
 from __future__ import annotations
 
-import abc
 import asyncio
-import contextlib
 import itertools
 import secrets
 import threading
@@ -23,11 +19,17 @@ import time
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from sync.core import metrics
 from sync.core.conf import sync_settings
+from sync.store.base import (
+    MAX_TRACKED_DROP_TOPICS,
+    MessageStore,
+    StoreStats,
+    message_size,
+)
+from sync.store.bus import LocalBus
 from sync.store.cursors import Position
 from sync.store.envelopes import Draft, EnvelopeParts
 from sync.store.paging import (
@@ -41,223 +43,12 @@ from sync.store.paging import (
     StoredMessage,
     read_page,
 )
+from sync.store.presence import LocalPresence
+from sync.store.waiting import Waiters
 
-__all__ = [
-    "BROADCAST",
-    "USER",
-    "InstanceFigures",
-    "MemoryMessageStore",
-    "MessageStore",
-    "ReadResult",
-    "StoreStats",
-    "StoredMessage",
-    "message_size",
-]
-
-# Bytes charged per stored message on top of its encoded text: the
-# StoredMessage, its two bytes objects, its topics and cursor, the deque and
-# ledger slots (about 450 bytes measured, see tests/sync/test_message_queue).
-# The text is kept encoded, never as parsed objects, so the charge follows
-# the memory a message really holds whatever its payload's shape.
-ENTRY_OVERHEAD_BYTES = 512
 # What a dropped message still costs while the byte ledger remembers it (a
 # tuple and a deque slot), until the ledger pops it.
 STALE_ENTRY_BYTES = 100
-# Topics whose newest dropped broadcast is remembered one by one. Past this
-# many, the longest-remembered topic is folded into one shared mark that
-# every reader following any topic counts as a drop it may have missed: the
-# conservative rule, which can report a gap that was not this reader's.
-MAX_TRACKED_DROP_TOPICS = 10_000
-
-
-def message_size(message: dict[str, Any] | Draft | EnvelopeParts) -> int:
-    """Bytes a message is charged against ``STORE_MAX_BYTES``."""
-    if isinstance(message, dict):
-        message = Draft.of(message, getattr(message, "payload_json", None))
-    parts = message.parts() if isinstance(message, Draft) else message
-    text = len(parts.head) + len(parts.middle) + len(parts.tail)
-    return text + ENTRY_OVERHEAD_BYTES
-
-
-@dataclass(slots=True)
-class StoreStats:
-    """Queue and message counts for status pages and metrics."""
-
-    total_queues: int
-    total_messages: int
-    queue_sizes: dict[str, int] = field(default_factory=dict)
-    total_bytes: int = 0  # charged against STORE_MAX_BYTES
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterConnections:
-    """Socket figures of the other instances, as they last reported them."""
-
-    active: int = 0
-    subscriptions: int = 0
-    opened: int = 0  # reported opened by every instance, since the cluster began
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceFigures:
-    """One live server instance sharing the store, as it last reported."""
-
-    instance_id: str
-    active: int
-    subscriptions: int
-    reported_at: int  # ms
-
-
-class MessageStore(abc.ABC):
-    """What every store backend provides; the rest of the project uses only this.
-
-    Async twins default to calling the sync methods, which suits a backend
-    that never blocks; a backend doing network I/O overrides them.
-    """
-
-    epoch: str
-    # True when several instances share this store (their figures add up).
-    shared = False
-
-    @abc.abstractmethod
-    def add_message(self, message: dict[str, Any] | Draft) -> StoredMessage:
-        """Append to the recipient's queue (``userId``; None = broadcast).
-
-        A dict is the envelope of the contract (its ``payload`` is encoded
-        here); the service hands a Draft, its payload encoded already.
-        """
-
-    @abc.abstractmethod
-    def read(
-        self,
-        user_id: str,
-        *,
-        since: int | None = None,
-        cursor: Position | None = None,
-        topics: Collection[str] = (),
-        limit: int = 100,
-        max_bytes: int | None = None,
-    ) -> ReadResult:
-        """Messages for `user_id` after `cursor` (else after `since` ms), at
-        most `limit` of them and `max_bytes` of their text (at least one)."""
-
-    @abc.abstractmethod
-    def head(self, user_id: str) -> Position:
-        """The reader's position right now: after everything stored."""
-
-    @abc.abstractmethod
-    def purge_expired(self) -> int:
-        """Drop expired messages from every queue; return how many."""
-
-    @abc.abstractmethod
-    def purge_messages(
-        self,
-        user_id: str | None = None,
-        *,
-        expired_only: bool = False,
-        dry_run: bool = False,
-    ) -> int:
-        """Drop the messages of `user_id`'s queue (None: of every queue,
-        broadcasts included), or only the expired ones; return how many.
-
-        With `dry_run` nothing is dropped: the count is what would be.
-        Dropped messages count as lost, so readers behind them get a gap.
-        """
-
-    @abc.abstractmethod
-    def stats(self) -> StoreStats:
-        """Non-empty queues, stored messages, and per-queue sizes."""
-
-    @abc.abstractmethod
-    async def wait_for_messages(
-        self, user_id: str, position: Position, timeout: float
-    ) -> bool:
-        """Wait until either queue of `user_id` moves past `position`."""
-
-    def get_messages_since(
-        self, user_id: str, since: int, topics: Collection[str] = ()
-    ) -> list[dict[str, Any]]:
-        """All of a user's retained messages published after `since` ms."""
-        result = self.read(user_id, since=since, topics=topics, limit=10**9)
-        return result.parse_messages()
-
-    async def areport_connections(
-        self, instance_id: str, active: int, subscriptions: int, opened: int
-    ) -> None:
-        """Publish this instance's socket figures for the others (Redis).
-
-        `opened` is how many sockets opened since the last report. A
-        process-local store has no other instances: nothing to do.
-        """
-        return None
-
-    def connections_elsewhere(self, instance_id: str) -> ClusterConnections:
-        """Open sockets and subscriptions of the other live instances, and
-        sockets reported opened cluster-wide; nothing for a local store."""
-        return ClusterConnections()
-
-    async def aconnections_elsewhere(self, instance_id: str) -> ClusterConnections:
-        """Async twin of connections_elsewhere."""
-        return self.connections_elsewhere(instance_id)
-
-    def forget_connections(self, instance_id: str) -> None:
-        """This instance is going away: drop its figures at once."""
-        return None
-
-    def live_instances(self) -> list[InstanceFigures]:
-        """Every instance that reported lately (Redis); none for a local store."""
-        return []
-
-    def deliver_remote_to(self, delivery: Any) -> None:
-        """Hand messages other instances store to `delivery` (the hub).
-
-        A process-local store has no other instances: nothing to do.
-        """
-        return None
-
-    def hear_revocations(self, listener: Any) -> None:
-        """Hand other processes' revocations to `listener` (none here)."""
-        return None
-
-    def publish_revocation(self, user_id: str, token_key: str | None) -> None:
-        """Tell other processes access was revoked (none to tell here)."""
-        return None
-
-    async def apublish_revocation(self, user_id: str, token_key: str | None) -> None:
-        """Async twin of publish_revocation."""
-        return None
-
-    async def aadd_message(self, message: dict[str, Any] | Draft) -> StoredMessage:
-        """Async twin of add_message."""
-        return self.add_message(message)
-
-    async def aread(
-        self,
-        user_id: str,
-        *,
-        since: int | None = None,
-        cursor: Position | None = None,
-        topics: Collection[str] = (),
-        limit: int = 100,
-        max_bytes: int | None = None,
-    ) -> ReadResult:
-        """Async twin of read."""
-        return self.read(
-            user_id,
-            since=since,
-            cursor=cursor,
-            topics=topics,
-            limit=limit,
-            max_bytes=max_bytes,
-        )
-
-    async def ahead(self, user_id: str) -> Position:
-        """Async twin of head."""
-        return self.head(user_id)
-
-    async def astats(self) -> StoreStats:
-        """Async twin of stats."""
-        return self.stats()
 
 
 class _ByteLedger:
@@ -433,26 +224,6 @@ class _BroadcastQueue(_Queue):
         return max(self.dropped_untargeted, self.dropped_untracked, *marks)
 
 
-class _Waiter:
-    """A long poll parked on the event loop that created it."""
-
-    __slots__ = ("future", "loop")
-
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.future: asyncio.Future[None] = self.loop.create_future()
-
-    def wake(self) -> None:
-        """Resolve the future from any thread."""
-        # A closed loop means nobody is waiting any more.
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self._resolve)
-
-    def _resolve(self) -> None:
-        if not self.future.done():
-            self.future.set_result(None)
-
-
 class MemoryMessageStore(MessageStore):
     """Process-local store: the embedded default, gone when the process exits.
 
@@ -474,7 +245,10 @@ class MemoryMessageStore(MessageStore):
         self._order = 0
         self._last_timestamp = 0
         self._last_sweep = clock()
-        self._waiters: dict[str, set[_Waiter]] = {}
+        self._waiters = Waiters()
+        self.instance_id = secrets.token_hex(8)
+        self.presence = LocalPresence()
+        self.bus = LocalBus()
 
     def add_message(self, message: dict[str, Any] | Draft) -> StoredMessage:
         """Stamp and append under the lock, then wake matching long polls."""
@@ -489,11 +263,9 @@ class MemoryMessageStore(MessageStore):
             self._ledger.charge(queue, entry)
             overflow = queue.append(entry, sync_settings.QUEUE_MAX_MESSAGES)
             evicted = self._ledger.enforce(sync_settings.STORE_MAX_BYTES)
-            waiters = self._take_waiters(user_id)
         metrics.count(metrics.DROPPED_OVERFLOW, overflow)
         metrics.count(metrics.DROPPED_STORE_FULL, evicted)
-        for waiter in waiters:
-            waiter.wake()
+        self._waiters.wake(user_id)
         return entry
 
     def _stamp(
@@ -614,18 +386,16 @@ class MemoryMessageStore(MessageStore):
     ) -> bool:
         """Park until a message lands in either queue, or `timeout` passes."""
         key = str(user_id)
-        waiter = _Waiter()
-        with self._lock:
-            if self._moved_past(key, position):
-                return True
-            self._waiters.setdefault(key, set()).add(waiter)
+        waiter = self._waiters.add(key)  # before the check: no lost wake-up
         try:
+            with self._lock:
+                if self._moved_past(key, position):
+                    return True
             done, _ = await asyncio.wait({waiter.future}, timeout=timeout)
             return bool(done)
         finally:
             waiter.future.cancel()
-            with self._lock:
-                self._forget_waiter(key, waiter)
+            self._waiters.discard(key, waiter)
 
     def _moved_past(self, key: str, position: Position) -> bool:
         user_queue = self._users.get(key)
@@ -635,19 +405,6 @@ class MemoryMessageStore(MessageStore):
             or user_seq > position.user_seq
             or self._broadcast.last_seq > position.broadcast_seq
         )
-
-    def _forget_waiter(self, key: str, waiter: _Waiter) -> None:
-        waiters = self._waiters.get(key)
-        if waiters is not None:
-            waiters.discard(waiter)
-            if not waiters:
-                del self._waiters[key]
-
-    def _take_waiters(self, user_id: str | None) -> list[_Waiter]:
-        # A broadcast may concern anyone; a user message only that user.
-        if user_id is None:
-            return [waiter for group in self._waiters.values() for waiter in group]
-        return list(self._waiters.get(str(user_id), ()))
 
     def _user_queue(self, user_id: str) -> _Queue:
         # Queue state outlives its messages so sequence numbers never restart

@@ -146,4 +146,4 @@ def _address_identity(scope) -> str:
 def _trusted_token(scope) -> bool:
     """True if the handshake presents a token this process already trusts."""
     key = presented_token(scope)
-    return bool(key) and token_cache.get(key) is not None
+    return bool(key) and token_cache().get(key) is not None

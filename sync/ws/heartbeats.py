@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from sync.core.conf import sync_settings
 from sync.core.protocol import CloseCode
+from sync.services import on_reset
 from sync.services.revocation import afind_revoked
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class Heartbeats:
 
 
 _by_loop: dict[asyncio.AbstractEventLoop, Heartbeats] = {}
+on_reset(_by_loop.clear)  # a new service starts with no socket to beat for
 
 
 def heartbeats() -> Heartbeats:

@@ -122,7 +122,7 @@ async def user_for_token(key: str):
     does: a revocation any process announces drops it at once, and nothing
     is trusted longer than a heartbeat interval), else from the database.
     """
-    cached = token_cache.get(key) if key else None
+    cached = token_cache().get(key) if key else None
     if cached is not None:
         return cached[0]
     return await _user_for_token_from_database(key)
@@ -135,9 +135,9 @@ def _user_for_token_from_database(key: str):
     if not key:
         return AnonymousUser()
     ensure_revocations_heard()  # so a cached token is forgotten when revoked
-    generation = token_cache.generation()
+    generation = token_cache().generation()
     token = Token.objects.select_related("user").filter(key=key).first()
     if token is None or not token.user.is_active:
         return AnonymousUser()
-    token_cache.put(key, token.user, token, generation)
+    token_cache().put(key, token.user, token, generation)
     return token.user

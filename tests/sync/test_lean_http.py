@@ -30,7 +30,6 @@ from sync.http.fast_path import ApiHandler, ApiRouter
 from sync.models import Broadcast
 from sync.services import get_realtime_sync, message_handler, ratelimit
 from sync.services.handlers import unregister
-from sync.services.polling import waiting_polls
 from sync.services.token_cache import TokenCache, token_cache
 from tests.conftest import PASSWORD, FakeClock
 
@@ -55,9 +54,9 @@ class Answer:
 
 @pytest.fixture(autouse=True)
 def empty_token_cache():
-    token_cache.clear()
+    token_cache().clear()
     yield
-    token_cache.clear()
+    token_cache().clear()
 
 
 @pytest.fixture
@@ -130,7 +129,7 @@ async def until(condition, timeout: float = 10) -> None:
 
 def test_deleted_token_is_refused_on_the_next_request(api_client, user):
     assert api_client.get(STATUS).status_code == 200
-    assert len(token_cache) == 1
+    assert len(token_cache()) == 1
     Token.objects.filter(user=user).delete()
     response = api_client.get(STATUS)
     assert response.status_code == 401
@@ -225,7 +224,9 @@ async def test_waiting_long_polls_hold_no_thread(api_app, user, sync_config):
         for _ in range(WAITING_POLLS)
     ]
     answers = [asyncio.ensure_future(answer(poll, timeout=30)) for poll in polls]
-    await until(lambda: waiting_polls.count(str(user.pk)) == WAITING_POLLS)
+    await until(
+        lambda: get_realtime_sync().waiting_polls.count(str(user.pk)) == WAITING_POLLS
+    )
     waiting = threading.active_count()
     await get_realtime_sync().apublish("note.new", {"n": 1}, user.pk)
     results = await asyncio.gather(*answers)
@@ -239,9 +240,11 @@ async def test_client_leaving_frees_its_long_poll_at_once(api_app, user):
     token = await token_of(user)
     poll = request(api_app, "GET", f"{POLL}?wait=20", token=token)
     await poll.send_input({"type": "http.request", "body": b""})
-    await until(lambda: waiting_polls.count(str(user.pk)) == 1)
+    await until(lambda: get_realtime_sync().waiting_polls.count(str(user.pk)) == 1)
     await poll.send_input({"type": "http.disconnect"})
-    await until(lambda: waiting_polls.count(str(user.pk)) == 0, timeout=1)
+    await until(
+        lambda: get_realtime_sync().waiting_polls.count(str(user.pk)) == 0, timeout=1
+    )
     await poll.wait(1)  # the application returned without answering
     assert await poll.receive_nothing()
 
@@ -528,7 +531,7 @@ def test_database_connections_are_kept_only_for_a_server_database(
 def test_every_user_model_signal_reaches_the_cache(user):
     assert api_status(user) == 200
     get_user_model().objects.get(pk=user.pk).save()
-    assert len(token_cache) == 0
+    assert len(token_cache()) == 0
 
 
 def api_status(user) -> int:

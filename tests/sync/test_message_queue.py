@@ -8,11 +8,8 @@ from __future__ import annotations
 import pytest
 
 from sync.services.realtime import build_message
-from sync.store.memory import (
-    STALE_ENTRY_BYTES,
-    MemoryMessageStore,
-    message_size,
-)
+from sync.store.base import message_size
+from sync.store.memory import STALE_ENTRY_BYTES, MemoryMessageStore
 
 
 def user_message(user_id: str, number: int) -> dict:

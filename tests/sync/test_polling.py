@@ -10,7 +10,6 @@ from rest_framework.authtoken.models import Token
 
 from sync.core.exceptions import StoreUnavailable
 from sync.services import get_realtime_sync, lifecycle
-from sync.services.polling import waiting_polls
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,7 +39,7 @@ async def client_for(user) -> TokenClient:
 
 async def wait_until_waiting(user, count: int) -> None:
     for _ in range(200):
-        if waiting_polls.count(str(user.pk)) >= count:
+        if get_realtime_sync().waiting_polls.count(str(user.pk)) >= count:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"{count} long polls never started waiting")
@@ -69,7 +68,7 @@ async def test_one_long_poll_beyond_the_per_user_bound_gets_429(
     await get_realtime_sync().abroadcast("announcement", {"n": 1})
     answers = await asyncio.gather(*waiting, bob_waits)
     assert [answer.json()["count"] for answer in answers] == [1, 1, 1]
-    assert waiting_polls.count(str(user.pk)) == 0
+    assert get_realtime_sync().waiting_polls.count(str(user.pk)) == 0
 
 
 async def test_shutdown_answers_waiting_long_polls_at_once(user):

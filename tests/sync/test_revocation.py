@@ -44,9 +44,9 @@ class Rollback(Exception):
 
 @pytest.fixture(autouse=True)
 def empty_token_cache():
-    token_cache.clear()
+    token_cache().clear()
     yield
-    token_cache.clear()
+    token_cache().clear()
 
 
 class SocketOfUser:
@@ -328,7 +328,7 @@ async def two_processes(redis_url) -> AsyncIterator[tuple[RedisMessageStore, ...
 async def hearing(store: RedisMessageStore) -> RecordingListener:
     """A listener for `store`'s revocations, once it is subscribed."""
     listener = RecordingListener()
-    store.hear_revocations(listener)
+    store.bus.hear_revocations(listener)
     await wait_for(lambda: listener.missed == 1)  # subscribed
     return listener
 
@@ -338,8 +338,8 @@ async def test_a_process_hears_the_revocations_another_publishes(two_processes):
     here, elsewhere = two_processes
     listener = await hearing(here)
 
-    await asyncio.to_thread(elsewhere.publish_revocation, "7", "key-7")
-    await elsewhere.apublish_revocation("8", None)
+    await asyncio.to_thread(elsewhere.bus.publish_revocation, "7", "key-7")
+    await elsewhere.bus.apublish_revocation("8", None)
 
     await wait_for(lambda: len(listener.revocations) == 2)
     assert listener.revocations == [("7", "key-7"), ("8", None)]
@@ -353,10 +353,10 @@ async def test_a_malformed_revocation_is_ignored_and_the_listener_goes_on(
     listener = await hearing(here)
     client = redis.Redis.from_url(redis_url)
 
-    client.publish(here._revoke_channel, "not json")
-    client.publish(here._revoke_channel, '{"user": 7}')
+    client.publish(here.bus.revoke_channel, "not json")
+    client.publish(here.bus.revoke_channel, '{"user": 7}')
     client.close()
-    await elsewhere.apublish_revocation("7", None)
+    await elsewhere.bus.apublish_revocation("7", None)
 
     await wait_for(lambda: listener.revocations == [("7", None)])
     assert listener.missed == 1  # never resubscribed
@@ -369,9 +369,9 @@ async def test_a_lost_subscription_counts_as_missed_revocations(two_processes):
     here, elsewhere = two_processes
     listener = await hearing(here)
 
-    here._listener._pubsub.connection.disconnect()  # as if Redis dropped it
+    here.bus._listener._pubsub.connection.disconnect()  # as if Redis dropped it
     await wait_for(lambda: listener.missed == 2)  # subscribed again
-    await elsewhere.apublish_revocation("7", None)
+    await elsewhere.bus.apublish_revocation("7", None)
 
     await wait_for(lambda: listener.revocations == [("7", None)])
 
@@ -401,33 +401,33 @@ async def test_a_heard_revocation_forgets_cached_tokens_and_closes_sockets(
     heard = HeardRevocations(hub)
     tokens = {person.pk: await token_for(person) for person in (user, other_user)}
     for person in (user, other_user):
-        generation = token_cache.generation()
-        token_cache.put(tokens[person.pk], person, tokens[person.pk], generation)
+        generation = token_cache().generation()
+        token_cache().put(tokens[person.pk], person, tokens[person.pk], generation)
 
     heard.revoked(str(user.pk), tokens[user.pk])
-    assert token_cache.get(tokens[user.pk]) is None
+    assert token_cache().get(tokens[user.pk]) is None
     heard.revoked(str(other_user.pk), None)
 
-    assert token_cache.get(tokens[other_user.pk]) is None
+    assert token_cache().get(tokens[other_user.pk]) is None
     assert socket.revoked_by == [tokens[user.pk]]
-    assert len(token_cache) == 0
+    assert len(token_cache()) == 0
 
 
 async def test_missed_revocations_empty_the_token_cache(user):
     key = await token_for(user)
-    token_cache.put(key, user, key, token_cache.generation())
+    token_cache().put(key, user, key, token_cache().generation())
 
     HeardRevocations(DeliveryHub()).revocations_missed()
 
-    assert token_cache.get(key) is None
+    assert token_cache().get(key) is None
 
 
 async def test_a_store_that_cannot_publish_does_not_fail_the_deletion(
     user, django_user_model, caplog
 ):
-    store = get_realtime_sync().store
+    bus = get_realtime_sync().store.bus
     refusing = mock.patch.object(
-        store, "publish_revocation", side_effect=StoreUnavailable()
+        bus, "publish_revocation", side_effect=StoreUnavailable()
     )
 
     with refusing:

@@ -695,7 +695,7 @@ async def test_a_wait_survives_a_dropped_subscription(redis_store, twin_store):
     position = await redis_store.ahead("1")
     waiting = asyncio.create_task(redis_store.wait_for_messages("1", position, 5))
     await asyncio.sleep(0.1)
-    listener = redis_store._listener
+    listener = redis_store.bus._listener
     listener._pubsub.connection.disconnect()  # as if Redis dropped it
 
     await twin_store.aadd_message(user_message("1", 1))
@@ -729,7 +729,7 @@ async def test_other_instances_messages_reach_this_instances_hub(
     redis_store, twin_store
 ):
     hub = RecordingHub()
-    redis_store.deliver_remote_to(hub)
+    redis_store.bus.deliver_remote_to(hub)
     await wait_for(lambda: hub.catch_ups == 1)  # subscribed: catch up once
 
     sent = await twin_store.aadd_message(user_message("1", 1))
@@ -747,10 +747,10 @@ async def test_other_instances_messages_reach_this_instances_hub(
 
 async def test_a_lost_subscription_makes_every_socket_catch_up(redis_store, twin_store):
     hub = RecordingHub()
-    redis_store.deliver_remote_to(hub)
+    redis_store.bus.deliver_remote_to(hub)
     await wait_for(lambda: hub.catch_ups == 1)
 
-    redis_store._listener._pubsub.connection.disconnect()  # as if Redis dropped it
+    redis_store.bus._listener._pubsub.connection.disconnect()  # as if Redis dropped it
 
     await wait_for(lambda: hub.catch_ups == 2)
 
@@ -758,24 +758,32 @@ async def test_a_lost_subscription_makes_every_socket_catch_up(redis_store, twin
 async def test_instances_count_each_others_sockets_until_one_falls_silent(
     redis_store, twin_store, clock
 ):
-    await redis_store.areport_connections("a", active=3, subscriptions=2, opened=5)
-    await twin_store.areport_connections("b", active=1, subscriptions=0, opened=4)
+    await redis_store.presence.areport_connections(
+        "a", active=3, subscriptions=2, opened=5
+    )
+    await twin_store.presence.areport_connections(
+        "b", active=1, subscriptions=0, opened=4
+    )
 
-    seen_by_b = await twin_store.aconnections_elsewhere("b")
+    seen_by_b = await twin_store.presence.aconnections_elsewhere("b")
     assert (seen_by_b.active, seen_by_b.subscriptions, seen_by_b.opened) == (3, 2, 9)
-    assert twin_store.connections_elsewhere("b") == seen_by_b
+    assert twin_store.presence.connections_elsewhere("b") == seen_by_b
 
     clock.advance(16)  # a stopped reporting: taken for dead
-    await twin_store.areport_connections("b", active=1, subscriptions=0, opened=0)
-    seen_later = await twin_store.aconnections_elsewhere("b")
+    await twin_store.presence.areport_connections(
+        "b", active=1, subscriptions=0, opened=0
+    )
+    seen_later = await twin_store.presence.aconnections_elsewhere("b")
     assert (seen_later.active, seen_later.opened) == (0, 9)
 
 
 async def test_a_stopping_instance_leaves_the_figures_at_once(redis_store, twin_store):
-    await redis_store.areport_connections("a", active=3, subscriptions=0, opened=3)
-    await asyncio.to_thread(redis_store.forget_connections, "a")
+    await redis_store.presence.areport_connections(
+        "a", active=3, subscriptions=0, opened=3
+    )
+    await asyncio.to_thread(redis_store.presence.forget_connections, "a")
 
-    assert (await twin_store.aconnections_elsewhere("b")).active == 0
+    assert (await twin_store.presence.aconnections_elsewhere("b")).active == 0
 
 
 # Purging (sync_purge) and the live instances (admin monitor) ------------------
@@ -834,17 +842,19 @@ def test_purging_expired_messages_keeps_the_live_ones(any_store, clock, sync_con
 
 
 async def test_live_instances_are_those_that_reported_lately(any_store, clock):
-    await any_store.areport_connections("a", active=3, subscriptions=2, opened=5)
+    await any_store.presence.areport_connections(
+        "a", active=3, subscriptions=2, opened=5
+    )
 
     listed = [
         (figures.instance_id, figures.active, figures.subscriptions)
-        for figures in any_store.live_instances()
+        for figures in any_store.presence.live_instances()
     ]
 
     # A local store serves one process: it has no other instances to list.
     assert listed == ([("a", 3, 2)] if any_store.shared else [])
     clock.advance(16)  # silent for longer than INSTANCE_SILENCE_SECONDS
-    assert any_store.live_instances() == []
+    assert any_store.presence.live_instances() == []
 
 
 # A Redis of the test's own, stopped and restarted ----------------------------
@@ -987,7 +997,7 @@ def test_a_redis_read_never_fetches_much_more_than_a_page(redis_store):
     # a page and one message more, not the queue.
     for number in range(1000):
         redis_store.add_message(sized_message("1", number, 20_000))
-    reply = redis_store._run_raw(
+    reply = redis_store._redis.run_raw(
         "read",
         *redis_store._read_args("1", page_request(100_000), redis_store._clock()),
     )

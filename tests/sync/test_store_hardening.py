@@ -12,7 +12,7 @@ from channels.layers import get_channel_layer
 
 from sync.services import get_realtime_sync, reset_services
 from sync.services.realtime import build_message
-from sync.store.memory import message_size
+from sync.store.base import message_size
 
 POLL = "/api/sync/poll"
 

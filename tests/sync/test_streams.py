@@ -7,7 +7,7 @@ import pytest
 from sync.services.realtime import build_message
 from sync.services.streams import ReaderStream, Verdict
 from sync.store.cursors import Position, decode_cursor
-from sync.store.memory import BROADCAST, USER
+from sync.store.paging import BROADCAST, USER
 
 
 async def read_all(stream: ReaderStream, max_bytes: int = 1_000_000):
