@@ -16,7 +16,13 @@ from typing import Any
 
 import orjson
 
-from sync.core.exceptions import InvalidJSON, InvalidPayload, InvalidUnicode
+from sync.core.conf import sync_settings
+from sync.core.exceptions import (
+    InvalidJSON,
+    InvalidPayload,
+    InvalidUnicode,
+    PayloadTooComplex,
+)
 
 # Python values orjson would write in a form of its own (RFC 3339 dates,
 # dataclass fields) are refused like any other non-JSON value.
@@ -30,6 +36,9 @@ ENCODE_OPTIONS = (
 # library instead, which keeps it whole, and encoding then refuses it.
 LONG_NUMBER_HINT = re.compile(rb"[0-9]{20}")
 LONG_NUMBER_HINT_TEXT = re.compile(r"[0-9]{20}")
+# A lone surrogate is named by its field when the text is this short; in a
+# longer one, finding the field would cost a walk of every string.
+EXPLAINED_SURROGATE_BYTES = 8192
 # A lone surrogate reaches a parsed string only through a `\ud800`-`\udfff`
 # escape (or, from Python callers, as a raw character): strictly decoded
 # bytes cannot hold one.
@@ -47,7 +56,12 @@ def loads_strict(raw: bytes | bytearray | str) -> Any:
         return _loads_explained(raw)
     try:
         return orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as error:
+        if "surrogate in string" in str(error) and len(raw) > EXPLAINED_SURROGATE_BYTES:
+            # Found already; naming its field would cost a walk of it all.
+            raise InvalidUnicode(
+                "The body holds a string that is not valid Unicode."
+            ) from None
         return _loads_explained(raw)
 
 
@@ -135,9 +149,21 @@ def _check_field(name: str, value: Any) -> None:
 
 
 def _holds_lone_surrogate(value: Any) -> bool:
-    """Walk `value` without recursion; True at the first invalid string."""
+    """Walk `value` without recursion; True at the first invalid string.
+
+    Keys and values both count as steps; past twice ``MAX_PAYLOAD_NODES``
+    (and a margin for the envelope's fields) the text holds more values
+    than any payload may, and is refused as too complex.
+    """
+    steps = 2 * sync_settings.MAX_PAYLOAD_NODES + 64
     pending = [value]
     while pending:
+        steps -= 1
+        if steps < 0:
+            raise PayloadTooComplex(
+                "The body holds more values than any payload may.",
+                details={"limit": sync_settings.MAX_PAYLOAD_NODES},
+            )
         node = pending.pop()
         if isinstance(node, str):
             if not is_valid_unicode(node):

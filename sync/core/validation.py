@@ -115,46 +115,53 @@ def validate_payload(value: Any, *, parsed: bool = False) -> bytes:
 def check_payload_shape(
     payload: dict[str, Any], *, finite_numbers: bool = False
 ) -> None:
-    """Walk the payload once, without recursion: values, depth, poisonous keys.
+    """Walk the payload once, a level at a time: values, depth, poisonous keys.
 
-    The walk visits containers only and counts every value by the sizes of
-    the containers holding it, so it stops as soon as the count passes
-    ``MAX_PAYLOAD_NODES``: a payload of any shape costs at most that many
-    steps. Empty containers are counted and checked for depth, never queued.
+    Each level is one list of containers, and every step over it is a
+    comprehension or a builtin (no Python work per container in the loop's
+    own body): chains of nested lists cost what a flat list does. Values
+    are counted by the sizes of the containers holding them, so the walk
+    stops as soon as the count passes ``MAX_PAYLOAD_NODES``, after as many
+    steps at most. Empty containers are counted and checked for depth,
+    never descended into.
     """
     limit = sync_settings.MAX_PAYLOAD_NODES
-    values = 1
-    pending: list[tuple[Any, int]] = [(payload, 1)]
-    while pending:
-        node, depth = pending.pop()
-        if isinstance(node, dict):
-            _check_keys(node)
-            children: Collection[Any] = node.values()
-        else:
-            children = node
-        values += len(children)
+    values, depth = 1, 1
+    level: list[Any] = [payload]
+    while level:
+        dicts = [node for node in level if isinstance(node, dict)]
+        if dicts and not all(map(FORBIDDEN_KEYS.isdisjoint, dicts)):
+            _refuse_forbidden_key(dicts)
+        values += sum(map(len, level))
         if values > limit:
             raise exceptions.PayloadTooComplex(
                 f"Payload holds more than {limit} values.",
                 details={"field": "payload", "limit": limit},
             )
-        inner = [child for child in children if isinstance(child, CONTAINERS)]
+        children = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+        ]
         if not finite_numbers:
             _check_numbers(children)
-        if not inner:
-            continue
-        if depth >= MAX_PAYLOAD_DEPTH:
+        inner = [child for child in children if isinstance(child, CONTAINERS)]
+        if inner and depth >= MAX_PAYLOAD_DEPTH:
             raise exceptions.PayloadTooDeep(
                 f"Payload nests deeper than {MAX_PAYLOAD_DEPTH} levels.",
                 details={"field": "payload", "limit": MAX_PAYLOAD_DEPTH},
             )
-        pending.extend((child, depth + 1) for child in inner if child)
+        level = [child for child in inner if child]
+        depth += 1
 
 
-def _check_keys(node: dict[Any, Any]) -> None:
-    if not FORBIDDEN_KEYS.isdisjoint(node):
-        forbidden = sorted(FORBIDDEN_KEYS.intersection(node))
-        raise exceptions.ForbiddenKey(details={"field": "payload", "key": forbidden[0]})
+def _refuse_forbidden_key(dicts: list[dict[Any, Any]]) -> None:
+    for node in dicts:
+        if not FORBIDDEN_KEYS.isdisjoint(node):
+            forbidden = sorted(FORBIDDEN_KEYS.intersection(node))
+            raise exceptions.ForbiddenKey(
+                details={"field": "payload", "key": forbidden[0]}
+            )
 
 
 def _check_numbers(children: Collection[Any]) -> None:

@@ -25,8 +25,11 @@ STANDARD_ATTRIBUTES = frozenset(
 
 
 # A query parameter as a log line shows it: the separator before it, its
-# name as sent, and its value.
-QUERY_PARAMETER = re.compile(r"([?&;])([^=&;#\s\"'\\]+)=([^&;#\s\"'\\]*)")
+# name as sent, and its value. Neither may hold a separator ("?" included):
+# each match then starts at one separator and ends before the next, so a
+# line is scanned in linear time, whatever it holds (a name allowed to run
+# over "?"s made a line of "?a?a?a…" cost quadratic time: seconds).
+QUERY_PARAMETER = re.compile(r"([?&;])([^=?&;#\s\"'\\]+)=([^?&;#\s\"'\\]*)")
 # A name that decodes to "token" holds "oken" in some case, or escapes one of
 # its letters (%74 t, %6F o, %6B k, %65 e, %6E n, either case) or a "%"
 # (%25, encoded twice). A line with neither, lowered, has no token to hide.
@@ -37,6 +40,10 @@ MAX_NAME_DECODINGS = 4
 # "Authorization: Token <key>" (DRF keys are 40 hex digits; any long word here).
 TOKEN_IN_HEADER = re.compile(r"(?<=\bToken )[A-Za-z0-9_\-]{16,}")
 REDACTED = "[redacted]"
+# Longest text a log line keeps from one source (a request line may be 64
+# kB): a client cannot make every line it causes a long one, and redaction
+# has a short text to scan.
+MAX_LOGGED_CHARS = 4096
 # Enough of a refused Host header to recognise it; a header may be long.
 LOGGED_HOST_CHARS = 100
 
@@ -46,8 +53,13 @@ def redact_tokens(text: str) -> str:
 
     The server decodes parameter names (``?to%6Ben=<key>`` authenticates like
     ``?token=<key>``), so names are compared decoded and case-insensitively;
-    any name containing "token" is hidden, spellings that do not log in too.
+    any name containing "token" is hidden, spellings that do not log in too,
+    and so is a value that decodes to a URL with one. Text past
+    ``MAX_LOGGED_CHARS`` is cut off first.
     """
+    if len(text) > MAX_LOGGED_CHARS:
+        cut = len(text) - MAX_LOGGED_CHARS
+        text = f"{text[:MAX_LOGGED_CHARS]}…[{cut} more characters]"
     lowered = text.lower()  # the common case: two substring searches
     if "oken" not in lowered and (
         "%" not in lowered or ESCAPED_TOKEN_LETTER.search(lowered) is None
@@ -57,10 +69,13 @@ def redact_tokens(text: str) -> str:
 
 
 def _redacted_token(parameter: re.Match) -> str:
-    separator, name = parameter[1], parameter[2]
-    if "token" not in decoded_name(name).lower():
-        return parameter[0]
-    return f"{separator}{name}={REDACTED}"
+    separator, name, value = parameter[1], parameter[2], parameter[3]
+    if "token" in decoded_name(name).lower():
+        return f"{separator}{name}={REDACTED}"
+    # A URL carried in a value (a login's ?next=/%3Ftoken%3D<key>).
+    if "token" in decoded_name(value).lower():
+        return f"{separator}{name}={REDACTED}"
+    return parameter[0]
 
 
 def decoded_name(name: str) -> str:

@@ -11,6 +11,12 @@ that sent nothing is just closed). Between requests, uvicorn's keep-alive
 timeout closes an idle connection first. A WebSocket handshake is a request
 head like any other until it is complete.
 
+Pipelined requests are bounded too: uvicorn queues every request head that
+arrives while one is being answered, and one read may hold thousands of
+small ones (one connection queued 200,000 requests, 450 MB, without reading
+an answer). Past ``MAX_PIPELINED_REQUESTS`` waiting, the connection gets
+400 and is closed; no browser pipelines at all.
+
 The cost per read is a comparison and an addition. A timer is armed once
 per connection, and again only for a head that does not arrive in one read:
 nothing per request on a kept-alive connection. uvicorn's h11 protocol is
@@ -20,6 +26,13 @@ not patched: the command line in config/servers.py runs httptools.
 from __future__ import annotations
 
 from sync.ops.request_heads import head_limits, head_timed_out, head_too_large
+
+# Requests of one connection waiting behind the one being answered.
+MAX_PIPELINED_REQUESTS = 16
+
+
+class PipelineTooLong(Exception):
+    """Raised from the parser's callback: uvicorn answers 400 and closes."""
 
 
 def patch_http_protocol(protocol_class) -> None:
@@ -53,6 +66,8 @@ def patch_http_protocol(protocol_class) -> None:
     def bounded_on_headers_complete(self) -> None:
         self._sync_head_bytes = None
         _cancel_head_timer(self)
+        if len(self.pipeline) >= MAX_PIPELINED_REQUESTS:
+            raise PipelineTooLong()  # stops the parser: 400, then the close
         on_headers_complete(self)
 
     def bounded_on_message_complete(self) -> None:

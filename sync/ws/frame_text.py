@@ -14,9 +14,17 @@ def encode_frame(frame: dict[str, Any]) -> str:
     return json.dumps(frame, separators=(",", ":"))
 
 
+# A frame dropped unread (over a rate) is parsed for its correlation only
+# when this short: a flood of big frames costs no parsing at all.
+MAX_PARSED_FOR_CORRELATION = 1024
+
+
 def parse_leniently(text: str | None) -> Any:
-    """The frame as JSON if it parses, else None (only to find its id)."""
+    """A dropped frame as JSON if it is short and parses, else None (only to
+    find its id, for the answer's correlation)."""
+    if text is None or len(text) > MAX_PARSED_FOR_CORRELATION:
+        return None
     try:
-        return loads_strict(text) if text is not None else None
+        return loads_strict(text)
     except SyncError:
         return None

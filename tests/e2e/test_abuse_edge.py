@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import json
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -25,7 +26,7 @@ import time
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.e2e.test_hardening import call, open_connection
+from tests.e2e.test_hardening import PeakMemory, call, open_connection
 from tests.support.live_server import HOST, LiveServer
 from tests.support.raw_http import (
     MIB,
@@ -367,3 +368,55 @@ async def test_a_disallowed_host_logs_one_short_line_without_a_traceback(
     assert "evil.com" in lines[0]
     assert all(len(line) < SHORT_LINE_CHARS for line in lines)
     assert server.process.poll() is None
+
+
+# Pipelined requests (hostile test after the fixes) -----------------------------
+
+PIPELINED_BYTES = 4 * 2**20
+
+
+async def test_a_pipelining_client_cannot_queue_requests_without_bound(
+    dedicated_asgi_server,
+):
+    # One connection sending 4 MB of small pipelined requests while reading
+    # the answers: uvicorn queued every request of every read (the hostile
+    # test: 1,000,000 requests, +1.8 GB, other users' pings at 5.6 s).
+    server = dedicated_asgi_server()
+    request = f"GET /api HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+    burst = request * (PIPELINED_BYTES // len(request))
+    baseline = server.rss_bytes()
+
+    def pipeline() -> int:
+        sent = 0
+        with socket.create_connection((HOST, server.port)) as raw:
+            raw.settimeout(10)
+            reader = threading.Thread(target=_drain, args=(raw,), daemon=True)
+            reader.start()
+            with contextlib.suppress(OSError):
+                for start in range(0, len(burst), 65536):
+                    sent += raw.send(burst[start : start + 65536])
+                raw.shutdown(socket.SHUT_WR)  # done: the server closes after
+            reader.join(DRAIN_SECONDS + 1)
+        return sent
+
+    with PeakMemory(server) as memory:
+        sent = await call(pipeline)
+    growth = memory.peak - baseline
+    after = await call(server.request, "GET", "/accounts/login/")
+    print(
+        f"\n{server.kind}: {sent / 2**20:.1f} MB of pipelined requests sent: "
+        f"RSS +{growth / 2**20:.1f} MB at peak"
+    )
+    assert growth < 64 * 2**20
+    assert after.status == 200
+
+
+DRAIN_SECONDS = 5.0
+
+
+def _drain(raw: socket.socket) -> None:
+    """Read answers until the server closes, for DRAIN_SECONDS at most."""
+    deadline = time.monotonic() + DRAIN_SECONDS
+    with contextlib.suppress(OSError):
+        while time.monotonic() < deadline and raw.recv(65536):
+            pass

@@ -1282,3 +1282,33 @@ async def test_a_replay_whose_client_stops_reading_closes_4413_and_reads_no_more
     assert [frame["payload"]["n"] for frame in frames] == [0, 1, 2]
     assert await receive_close_code(ws) == 4413
     assert len(page_reads) == 1
+
+
+async def test_a_big_frame_dropped_over_the_rate_is_not_parsed(
+    ws_connect, user, sync_config, monkeypatch
+):
+    # Each dropped frame was parsed in full to find its correlation: with
+    # costly shapes, 600 parses per user every 10 s (hostile test).
+    from sync.ws import frame_text
+
+    sync_config(WS_RATE_LIMIT="3/10s")
+    ws, _ = await ws_connect(user)
+    for number in range(3):
+        await ws.send_json_to({"type": "ping", "id": number})
+        await receive_frame(ws)
+    parsed = []
+    loads = frame_text.loads_strict
+
+    def counted(text):
+        parsed.append(text)
+        return loads(text)
+
+    monkeypatch.setattr(frame_text, "loads_strict", counted)
+
+    big = {"type": "chat.blob", "payload": {"a": [{}] * 2_000}, "id": "big"}
+    await ws.send_json_to(big)
+    await ws.send_json_to({"type": "ping", "id": "small"})
+
+    assert_error(await receive_frame(ws), "throttled", None)
+    assert_error(await receive_frame(ws), "throttled", "small")
+    assert len(parsed) == 1  # the small one only

@@ -198,3 +198,35 @@ def test_integers_within_64_bits_and_long_digit_strings_are_kept_exactly():
     value = loads_strict(text)
     assert value["max"] == 2**64 - 1
     assert json.loads(validate_payload(value, parsed=True)) == value
+
+
+def test_a_long_text_with_a_lone_surrogate_is_refused_without_walking_it(
+    monkeypatch,
+):
+    # Naming the field at fault walks every string: for a 80 kB frame of
+    # 11,600 objects that cost 13 ms a frame (hostile test); a long text is
+    # refused without it.
+    from sync.core import jsontext
+
+    def walked(value):
+        raise AssertionError("the whole text was walked")
+
+    monkeypatch.setattr(jsontext, "check_unicode", walked)
+    frame = (
+        '{"payload": {"a": [' + ",".join(['{"": 0}'] * 11_600) + "]},"
+        f' "type": "x", "correlationId": "{LONE}"}}'
+    )
+    with pytest.raises(exceptions.InvalidUnicode):
+        loads_strict(frame)
+
+
+def test_walking_a_text_for_its_surrogate_stops_past_any_payloads_size(
+    sync_config,
+):
+    # UTF-16 text goes through the standard library and the walk: it is
+    # bounded by the payload's value limit (twice it, keys and values).
+    sync_config(MAX_PAYLOAD_NODES=100)
+    values = ",".join(['{"k": "v"}'] * 500)
+    text = f'{{"a": [{values}], "z": "{LONE}"}}'  # walked in field order
+    with pytest.raises(exceptions.PayloadTooComplex):
+        loads_strict(text.encode("utf-16"))
