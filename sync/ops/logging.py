@@ -15,6 +15,7 @@ import datetime
 import json
 import logging
 import re
+from enum import Enum
 from typing import Any
 from urllib.parse import unquote
 
@@ -142,9 +143,9 @@ class ShortDisallowedHost(logging.Filter):
 
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
-    """What the caller passed as ``extra=``."""
+    """What the caller passed as ``extra=`` (a protocol enum as its value)."""
     return {
-        key: value
+        key: value.value if isinstance(value, Enum) else value
         for key, value in vars(record).items()
         if key not in STANDARD_ATTRIBUTES and not key.startswith("_")
     }

@@ -154,7 +154,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def close(self, code=None, reason=None) -> None:
         """Close after every frame already queued for the client."""
         if self.output is None:
-            await super().close(code=code, reason=reason)
+            await super().close(code=None if code is None else int(code), reason=reason)
         else:
             self.close_now(CloseCode.NORMAL if code is None else code)
 

@@ -112,7 +112,7 @@ async def refuse(scope, receive, send, hit: Hit, rate: Rate, reason: str) -> Non
         await _answer_429(send, hit.retry_after)
     else:
         await send({"type": "websocket.accept"})
-        await send({"type": "websocket.close", "code": CloseCode.THROTTLED})
+        await send({"type": "websocket.close", "code": int(CloseCode.THROTTLED)})
 
 
 async def _answer_429(send, retry_after: int) -> None:

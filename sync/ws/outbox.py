@@ -127,7 +127,7 @@ class Outbox:
         """Send the close frame after every frame already queued."""
         if not self.closed:
             self.closed = True
-            self._enqueue({"type": "websocket.close", "code": code}, 0)
+            self._enqueue({"type": "websocket.close", "code": int(code)}, 0)
 
     async def drain(self, timeout: float) -> None:
         """Wait (at most `timeout` s) until everything queued was written."""
@@ -196,7 +196,7 @@ class Outbox:
         if self._in_flight is not None:
             self._in_flight.cancel()
             self._in_flight = None
-        self._enqueue({"type": "websocket.close", "code": code}, 0)
+        self._enqueue({"type": "websocket.close", "code": int(code)}, 0)
 
     def _enqueue(self, message: dict[str, Any], size: int) -> None:
         if self.finished:

@@ -109,7 +109,7 @@ class SocketOutput:
         self.close_code = CloseCode.GOING_AWAY
         self.outbox.stop()
         with contextlib.suppress(Exception):
-            await send({"type": "websocket.close", "code": CloseCode.GOING_AWAY})
+            await send({"type": "websocket.close", "code": int(CloseCode.GOING_AWAY)})
             async with asyncio.timeout(SHUTDOWN_CLOSE_WAIT):
                 while (await receive())["type"] != "websocket.disconnect":
                     pass

@@ -152,3 +152,13 @@ async def test_a_stated_size_counts_instead_of_the_texts_length():
     assert outbox.put_text("é" * 10, size=20)  # in flight
     assert outbox.put_text("é" * 40, size=80)  # 80 pending
     assert not outbox.put_text("é" * 11, size=22)  # 102 > 100
+
+
+async def test_the_close_frame_carries_a_plain_int_code():
+    # autobahn (under daphne) refuses a close code whose type is not exactly
+    # int: an IntEnum never closed the socket.
+    client = StuckClient(reads=10)
+    outbox = Outbox(client, limit=1000)
+    outbox.close(CloseCode.UNAUTHENTICATED)
+    await outbox.drain(1)
+    assert type(client.sent[-1]["code"]) is int
