@@ -19,7 +19,7 @@ from pathlib import Path
 
 from websockets.asyncio.client import connect
 
-from tests.support.live_server import (
+from harness.live_server import (
     LiveServer,
     prepare_template_database,
     start_server,

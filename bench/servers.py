@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config.servers import server_command
-from tests.support.live_server import CONFIG_NAMES, CONFIG_PREFIXES
+from harness.live_server import CONFIG_NAMES, CONFIG_PREFIXES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"

@@ -8,7 +8,7 @@ under a key prefix of the run's own, deleted afterwards); tabs and two
 publishers use either at random, and the first one is restarted.
 
 The same engine and checker as ``tests/e2e/test_soak.py`` (see
-``tests/support/soak.py``), run for longer. Prints a table per tab and the
+``harness/soak.py``), run for longer. Prints a table per tab and the
 violations found; exits 1 if there are any.
 """
 
@@ -26,13 +26,13 @@ from pathlib import Path
 import redis
 
 from config.servers import DEFAULT_SERVER, SERVERS
-from tests.support.live_server import (
+from harness.live_server import (
     LiveServer,
     TemplateDatabase,
     prepare_template_database,
     start_server,
 )
-from tests.support.soak import SOAK_ENV, SoakConfig, SoakReport, run_soak
+from harness.soak import SOAK_ENV, SoakConfig, SoakReport, run_soak
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 

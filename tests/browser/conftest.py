@@ -6,7 +6,7 @@ package; Playwright never downloads one). Without it, or without the
 ``SYNC_REQUIRE_BROWSER=1`` (CI) makes them fail.
 
 Servers come from the end-to-end harness (tests/e2e/conftest.py,
-tests/support/live_server.py), on uvicorn only: the browser tests check the
+harness/live_server.py), on uvicorn only: the browser tests check the
 page and the client, the e2e tests already cover both ASGI servers.
 Every test leaves a screenshot of each page it opened under
 ``test-artifacts/browser/``.
@@ -26,11 +26,11 @@ import pytest
 import redis
 from django.conf import settings
 
+from harness.live_server import PROJECT_ROOT, LiveServer
 from tests.browser.dashboard import Dashboard
 from tests.browser.foreign_site import ForeignSite, serve_foreign_site
 from tests.browser.support import playwright_api, skip_or_fail
 from tests.e2e import conftest as e2e
-from tests.support.live_server import PROJECT_ROOT, LiveServer
 
 # The end-to-end fixtures, here with the uvicorn-only `server_kind` below.
 e2e_template_database = e2e.e2e_template_database

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from harness.live_server import LiveServer
 from tests.browser.support import playwright_api
-from tests.support.live_server import LiveServer
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page

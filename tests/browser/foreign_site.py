@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlencode
 
-from tests.support.live_server import HOST
+from harness.live_server import HOST
 
 PAGE = (Path(__file__).parent / "foreign_page.html").read_bytes()
 

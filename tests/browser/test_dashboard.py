@@ -12,8 +12,8 @@ import re
 import uuid
 from typing import Any
 
+from harness.live_server import LiveServer
 from tests.browser.dashboard import RECONNECT_TIMEOUT_MS, SHOWN_TIMEOUT_MS, expect
-from tests.support.live_server import LiveServer
 
 XSS = "<img src=x onerror=alert(1)>"
 # Time for something that should NOT happen (a late duplicate, a stray

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.support.live_server import PROJECT_ROOT
+from harness.live_server import PROJECT_ROOT
 
 
 def fenced_blocks(text: str, language: str) -> list[str]:

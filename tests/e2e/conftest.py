@@ -1,4 +1,4 @@
-"""Fixtures running a real server process (see tests/support/live_server.py).
+"""Fixtures running a real server process (see harness/live_server.py).
 
 ``asgi_server(**env)`` returns a server for those environment overrides;
 tests asking for the same ``env`` share one server for the whole session.
@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from config.servers import SERVERS
-from tests.support.live_server import (
+from harness.live_server import (
     LiveServer,
     ServerFailed,
     TemplateDatabase,

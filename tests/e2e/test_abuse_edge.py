@@ -8,7 +8,7 @@ against a small baseline request in the same test (bytes the client managed
 to send before the answer, resident memory, time); figures are printed
 (``pytest -s``).
 
-The probes speak HTTP over raw sockets (tests/support/raw_http.py).
+The probes speak HTTP over raw sockets (harness/raw_http.py).
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ import time
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.e2e.test_hardening import PeakMemory, call, open_connection
-from tests.support.live_server import HOST, LiveServer
-from tests.support.raw_http import (
+from harness.live_server import HOST, LiveServer
+from harness.raw_http import (
     MIB,
     PIECE_BYTES,
     Probe,
@@ -36,6 +35,7 @@ from tests.support.raw_http import (
     probe,
     request_head,
 )
+from tests.e2e.test_hardening import PeakMemory, call, open_connection
 
 pytestmark = pytest.mark.e2e
 

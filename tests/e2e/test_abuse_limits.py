@@ -30,7 +30,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.support.live_server import CSRF_FIELD, HOST, LiveServer, Response
+from harness.live_server import CSRF_FIELD, HOST, LiveServer, Response
 
 pytestmark = pytest.mark.e2e
 

@@ -34,6 +34,8 @@ import pytest
 import redis
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from harness.live_server import HOST, LiveServer, api_path
+from harness.redis_server import RedisServer
 from tests.e2e.test_hardening import (
     FRAME_TIMEOUT,
     UNTHROTTLED,
@@ -43,8 +45,6 @@ from tests.e2e.test_hardening import (
     call,
     open_connection,
 )
-from tests.support.live_server import HOST, LiveServer, api_path
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 

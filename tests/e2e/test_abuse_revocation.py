@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 import pytest
 import redis
 
+from harness.live_server import LiveServer
 from tests.e2e.test_hardening import (
     UNTHROTTLED,
     close_answering_pings,
     open_connection,
 )
-from tests.support.live_server import LiveServer
 
 pytestmark = pytest.mark.e2e
 

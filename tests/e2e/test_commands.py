@@ -24,7 +24,7 @@ import redis
 from websockets.asyncio.client import connect
 
 from config.servers import DEFAULT_SERVER
-from tests.support.live_server import PROJECT_ROOT, child_env
+from harness.live_server import PROJECT_ROOT, child_env
 
 pytestmark = pytest.mark.redis
 

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.support.live_server import HOST
+from harness.live_server import HOST
 
 pytestmark = pytest.mark.e2e
 

@@ -26,7 +26,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.live_server import HOST, LiveServer, api_path
+from harness.live_server import HOST, LiveServer, api_path
 
 pytestmark = pytest.mark.e2e
 

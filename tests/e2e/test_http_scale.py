@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.support.live_server import HOST, LiveServer
+from harness.live_server import HOST, LiveServer
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.support.live_server import LiveServer
+from harness.live_server import LiveServer
 
 pytestmark = pytest.mark.e2e
 

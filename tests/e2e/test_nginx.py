@@ -19,8 +19,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.live_server import HOST, PROJECT_ROOT, LiveServer, free_port
-from tests.support.raw_http import MIB, post, probe, request_head
+from harness.live_server import HOST, PROJECT_ROOT, LiveServer, free_port
+from harness.raw_http import MIB, post, probe, request_head
 
 pytestmark = pytest.mark.redis
 

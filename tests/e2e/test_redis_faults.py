@@ -1,7 +1,7 @@
 """Redis crashes and comes back under traffic, end to end (issue 8, faults).
 
 A server process stores in a redis-server of the test's own
-(``tests/support/redis_server.py``). Redis is killed while a sender posts,
+(``harness/redis_server.py``). Redis is killed while a sender posts,
 a socket sends frames and another socket and a poller read. Meanwhile the API
 answers 503 ``store_unavailable`` in the error envelope, sockets get an error
 frame (or 1011), and the server stays up. Redis restarts on the same port and
@@ -28,9 +28,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from harness.live_server import LiveServer
+from harness.redis_server import RedisServer
 from tests.e2e.conftest import E2E_SERVERS
-from tests.support.live_server import LiveServer
-from tests.support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 

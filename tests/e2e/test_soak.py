@@ -1,7 +1,7 @@
 """A short soak (SPEC §3-§5, issues 6 and 8): steady traffic, restless tabs, a
 restart; on one instance, and on two instances sharing one Redis.
 
-The engine and the checker are in ``tests/support/soak.py``; ``bench/soak.py``
+The engine and the checker are in ``harness/soak.py``; ``bench/soak.py``
 runs the same for longer and prints a table. Counts are printed (``pytest -s``).
 """
 
@@ -13,8 +13,8 @@ import uuid
 import pytest
 import redis
 
+from harness.soak import SOAK_ENV, SoakConfig, run_soak
 from tests.e2e.conftest import E2E_SERVERS
-from tests.support.soak import SOAK_ENV, SoakConfig, run_soak
 
 pytestmark = pytest.mark.e2e
 

@@ -20,9 +20,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from harness.live_server import LiveServer
 from tests.e2e.conftest import E2E_SERVERS
 from tests.e2e.test_nginx import behind_nginx, through  # noqa: F401 (a fixture)
-from tests.support.live_server import LiveServer
 
 pytestmark = pytest.mark.redis
 

@@ -25,8 +25,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from harness.live_server import HOST
 from tests.contract import MESSAGE_KEYS
-from tests.support.live_server import HOST
 
 pytestmark = pytest.mark.e2e
 

@@ -22,11 +22,11 @@ import redis
 from asgiref.sync import sync_to_async
 from django.core.management import CommandError, call_command, load_command_class
 
+from harness.live_server import PROJECT_ROOT, child_env
 from sync.models import Broadcast
 from sync.services import get_realtime_sync, reset_services
 from sync.services.realtime import build_message
 from sync.store.redis import RedisMessageStore
-from tests.support.live_server import PROJECT_ROOT, child_env
 
 IN_MEMORY = "in-memory message store lives inside the server process"
 COMMANDS = {

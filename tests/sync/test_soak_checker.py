@@ -1,4 +1,4 @@
-"""The soak's checker (tests/support/soak.py) flags what it must.
+"""The soak's checker (harness/soak.py) flags what it must.
 
 The soaks pass when nothing goes wrong; these cases show their rules would
 fail a run where an instance answers errors outside a restart.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from tests.support.soak import (
+from harness.soak import (
     Publication,
     Restart,
     SoakReport,

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from tests.support.live_server import HOST, LiveServer
+from harness.live_server import HOST, LiveServer
 
 MIB = 2**20
 PIECE_BYTES = 64 * 1024

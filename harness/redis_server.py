@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.live_server import HOST, free_port
+from harness.live_server import HOST, free_port
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0

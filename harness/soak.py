@@ -47,7 +47,7 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from tests.support.live_server import HOST, LiveServer
+from harness.live_server import HOST, LiveServer
 
 # Environment of a soak server: rate limits out of the way (the soak sends far
 # more than 1000 requests per user in 15 minutes, and its tabs reconnect and
