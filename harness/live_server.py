@@ -34,7 +34,7 @@ from urllib.parse import urlencode
 
 from config.servers import DEFAULT_SERVER, server_command
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 # Generous for a loaded 2-core CI machine; a server is usually up in ~2 s.
 START_TIMEOUT = 20.0

@@ -155,8 +155,13 @@ class Subscription(threading.Thread):
         self._pubsub: redis.client.PubSub | None = None
 
     def stop(self) -> None:
-        """Ask the thread to end; it does within LISTEN_POLL_SECONDS."""
+        """End the thread: its blocking read is cut short by closing its
+        connection, so a store closes at once rather than after a poll."""
         self._stopping.set()
+        pubsub = self._pubsub
+        connection = pubsub.connection if pubsub is not None else None
+        if connection is not None:
+            connection.disconnect()
 
     def run(self) -> None:
         while not self._stopping.is_set():
@@ -165,6 +170,8 @@ class Subscription(threading.Thread):
             # The listener outlives any error; meanwhile waits end at their
             # timeout, and the next subscription wakes them all to re-check.
             except Exception:
+                if self._stopping.is_set():  # stop() closed the connection
+                    break
                 if not self._lost:  # once per outage, not once per retry
                     logger.warning("store wake-up subscription lost; retrying")
                 self._lost = True
