@@ -7,7 +7,7 @@ PORT ?= 5000
 SERVER ?= uvicorn
 export HOST PORT SERVER
 
-.PHONY: run test lint format bench soak migrate venv clean
+.PHONY: run test test-fast lint format bench soak migrate venv clean
 
 venv: $(VENV)/.installed
 
@@ -25,8 +25,19 @@ migrate: venv
 run: migrate
 	$(BIN)/python -m config.servers
 
+# The suite on TEST_WORKERS processes (most tests wait on servers and
+# sockets, so more workers than cores), then the tests that measure latency,
+# alone. Wall time on 2 cores: see README, Development.
+TEST_WORKERS ?= 4
+PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PARALLEL) -m "not serial"
+	$(BIN)/python -m pytest -m serial
+
+# Everything but the end-to-end, browser and client tests: under a minute.
+test-fast: venv
+	$(BIN)/python -m pytest $(PARALLEL) -m "not serial" tests \
+		--ignore=tests/e2e --ignore=tests/browser --ignore=tests/client
 
 lint: venv
 	$(BIN)/ruff check .

@@ -19,6 +19,27 @@ from sync.store.memory import MemoryMessageStore
 
 PASSWORD = "correct horse battery staple"
 
+# Server processes are the suite's dearest fixture. Under pytest-xdist
+# (`make test`: ``--dist loadgroup``) the tests of one file and ASGI server
+# run on one worker, so each server a file shares is started once; these
+# long groups go first, and the unit tests fill the workers after them.
+FIRST = ("tests/e2e/", "tests/browser/", "tests/client/")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = item.nodeid
+        return next((i for i, p in enumerate(FIRST) if path.startswith(p)), len(FIRST))
+
+    items.sort(key=rank)  # stable: each file keeps its order
+    for item in items:
+        if rank(item) == len(FIRST):
+            continue
+        callspec = getattr(item, "callspec", None)
+        kind = callspec.params.get("server_kind", "") if callspec else ""
+        group = f"{item.nodeid.split('::')[0]}[{kind}]"
+        item.add_marker(pytest.mark.xdist_group(group))
+
 
 class FakeClock:
     """A controllable stand-in for time.time."""

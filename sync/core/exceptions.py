@@ -197,14 +197,12 @@ class ServiceUnavailable(SyncError):
 
     status_code = status.SERVICE_UNAVAILABLE
     wait = 2  # seconds, in Retry-After
-    default_code = ErrorCode.SERVICE_UNAVAILABLE
+    default_code = ErrorCode.STORE_UNAVAILABLE
     default_detail = "The message store is unavailable; try again shortly."
 
 
 class StoreUnavailable(ServiceUnavailable):
     """The message store's Redis cannot be reached, or answers too slowly."""
-
-    default_code = ErrorCode.STORE_UNAVAILABLE
 
 
 class TooManyWaitingPolls(SyncError):

@@ -1,8 +1,8 @@
-"""The wire protocol's names and numbers, defined once (docs/protocol.md).
+"""The wire protocol's names and numbers, defined once (README: HTTP API, WebSocket).
 
 Close codes, frame types and error codes: every module that sends or reads
 one takes it from here, and the TypeScript client's copies are checked
-against these by a test (``tests/client/test_protocol_agreement.py``).
+against these by a test (``tests/sync/core/test_protocol.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 
 class CloseCode(IntEnum):
-    """Why the server closes a WebSocket (docs/protocol.md, close codes)."""
+    """Why the server closes a WebSocket (the README's close codes)."""
 
     NORMAL = 1000
     GOING_AWAY = 1001  # the server shuts down: reconnect and resume by cursor
@@ -75,7 +75,6 @@ class ErrorCode(StrEnum):
     THROTTLED = "throttled"
     HEADERS_TOO_LARGE = "headers_too_large"
     REQUEST_TIMEOUT = "request_timeout"
-    SERVICE_UNAVAILABLE = "service_unavailable"
     STORE_UNAVAILABLE = "store_unavailable"
     SERVER_ERROR = "server_error"
 

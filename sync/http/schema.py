@@ -29,7 +29,7 @@ ERROR_DESCRIPTIONS = {
     413: "payload_too_large: the body or the payload is over its limit.",
     415: "unsupported_media_type: the body must be application/json.",
     429: "throttled: too many requests; retry after Retry-After seconds.",
-    503: "service_unavailable: the message store cannot be reached.",
+    503: "store_unavailable: the message store cannot be reached (Retry-After).",
 }
 # The 400 codes of JSON bodies, then of message bodies (SPEC §2).
 BODY_CODES = "invalid_json, invalid_unicode, invalid_message, unknown_field"

@@ -188,7 +188,9 @@ class LiveReader:
         """Deliver what the live path missed; False if the socket must close."""
         try:
             page = await self.stream.read_page(page_bytes())
-            lost = await self._send_pages(page) or page.gap
+            # Nothing past a loss is sent: its cursor would hide the loss from
+            # the client's next resume (4409 says "resume: recovered false").
+            lost = page.gap or await self._send_pages(page)
         except ServiceUnavailable as error:
             await self.output.unavailable(error)
             return False
@@ -198,8 +200,8 @@ class LiveReader:
         return True
 
     async def _send_pages(self, page: ReadResult) -> bool:
-        """Send `page` and the pages after it; True if a later one had a gap."""
-        lost = False
+        """Send `page` and the pages after it; True, sending nothing more, at
+        a later page with a gap."""
         while True:
             sent = 0
             for entry, after in page.picked:
@@ -210,11 +212,12 @@ class LiveReader:
                 sent += 1
             metrics.count(metrics.DELIVERED_WEBSOCKET, sent)
             if not page.has_more or self.output.ended:
-                return lost
+                return False
             room = page_bytes()
             if not await self.output.wait_for_room(room, replay_patience()):
                 if not self.output.ended:
                     self.output.slow_consumer()
-                return lost
+                return False
             page = await self.stream.read_page(room)
-            lost = lost or page.gap
+            if page.gap:
+                return True

@@ -138,6 +138,11 @@ class RedisBus(Bus):
         self._revocations.revoked(str(user_id), token_key)
 
 
+def subscription_name(wake_channel: str, instance_id: str) -> str:
+    """The subscription's connection name in Redis's CLIENT LIST (no spaces)."""
+    return f"{wake_channel}:{instance_id}".replace(" ", "_")
+
+
 class Subscription(threading.Thread):
     """The one subscription of a store: both channels, on its own client,
     whose messages stay bytes."""
@@ -145,8 +150,11 @@ class Subscription(threading.Thread):
     def __init__(self, bus: RedisBus) -> None:
         super().__init__(name="sync-store-wake", daemon=True)
         self._bus = bus
+        # Named, so that CLIENT LIST tells which instance a subscription is.
         self._client = redis.Redis.from_url(
-            bus.connection.url, **client_options(decode=False)
+            bus.connection.url,
+            client_name=subscription_name(bus.wake_channel, bus.instance_id),
+            **client_options(decode=False),
         )
         self._wake = bus.wake_channel.encode()
         self._revoke = bus.revoke_channel.encode()

@@ -344,6 +344,7 @@ REPLAY_ENV = {
 }
 
 
+@pytest.mark.serial  # another user's ping p99: on an otherwise idle machine
 async def test_resume_replays_are_paged_and_stop_when_the_socket_drops(
     dedicated_asgi_server, sockets
 ):
@@ -496,6 +497,7 @@ def run_attacker(url: str, sockets: int, frames_each: int) -> int:
     return asyncio.run(send_worst(url, sockets, frames_each))
 
 
+@pytest.mark.serial  # another user's ping p99: on an otherwise idle machine
 async def test_another_users_pings_stay_fast_while_one_user_sends_the_worst(
     dedicated_asgi_server, sockets
 ):

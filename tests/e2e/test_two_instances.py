@@ -17,6 +17,7 @@ import json
 import time
 
 import pytest
+import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -115,20 +116,54 @@ async def wait_for_status(server, connections: int, timeout: float = 6.0) -> dic
             await asyncio.sleep(0.2)
 
 
-async def test_an_idle_socket_outlives_the_channel_layers_blocking_read(
-    two_instances, server_kind
+# Longer than the store clients' socket timeout (2 s) and its subscription's
+# blocking read (1 s): a read timeout that dropped idle connections would show.
+QUIET_SECONDS = 3
+
+
+async def test_an_idle_socket_outlives_the_subscriptions_quiet_reads(
+    two_instances, server_kind, redis_url
 ):
-    # channels-redis's list layer blocks 5 s on BZPOPMIN, and a shorter client
-    # read timeout used to close idle sockets with 1011; the pub/sub layer
-    # reads a subscription instead. Layer code is the same on both servers.
+    # Sockets used to idle on channels-redis's 5 s blocking read, and a
+    # shorter read timeout closed them with 1011. Now an idle socket waits on
+    # its instance's store subscription; the socket stays quiet until Redis
+    # reports that subscription quiet for QUIET_SECONDS on the same
+    # connection (no reconnect), then gets a message live.
     if server_kind != E2E_SERVERS[0]:
         pytest.skip(f"the idle socket is tested on {E2E_SERVERS[0]} only")
     a, _ = two_instances
     async with connect(a.websocket_url("alice")) as idle:
         assert json.loads(await idle.recv())["type"] == "connection.established"
-        await asyncio.sleep(7)
+        subscription = await asyncio.to_thread(
+            wait_for_quiet_subscription, redis_url, a.overrides["SYNC_KEY_PREFIX"]
+        )
         sent = await asyncio.to_thread(a.send, "alice", "chat.message", {"n": 1})
         assert (await next_message(idle, LIVE_BOUND_SECONDS))["id"] == sent["messageId"]
+    print(f"\nsubscription quiet for {subscription['idle']} s on one connection")
+
+
+def wait_for_quiet_subscription(redis_url: str, prefix: str) -> dict:
+    """Instance A's subscription, once Redis saw it quiet for QUIET_SECONDS."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        first_id = None
+        deadline = time.monotonic() + QUIET_SECONDS + LIVE_BOUND_SECONDS
+        while time.monotonic() < deadline:
+            named = [
+                entry
+                for entry in client.client_list()
+                if entry["name"].startswith(prefix) and ":wake:" in entry["name"]
+            ]
+            if named:
+                (subscription,) = named  # only A has a socket
+                first_id = first_id or subscription["id"]
+                assert subscription["id"] == first_id, "the subscription reconnected"
+                if int(subscription["idle"]) >= QUIET_SECONDS:
+                    return subscription
+            time.sleep(0.25)
+        raise AssertionError(f"no quiet subscription of {prefix} in Redis")
+    finally:
+        client.close()
 
 
 # Concurrent senders on both instances (issue 8, acceptance) ----------------
