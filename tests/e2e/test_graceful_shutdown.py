@@ -24,6 +24,7 @@ pytestmark = pytest.mark.e2e
 SEND_AFTER_SIGTERM_SECONDS = 0.15
 
 
+@pytest.mark.serial  # a 0.15 s window after SIGTERM: on an idle machine
 def test_a_request_arriving_as_shutdown_begins_is_answered(dedicated_asgi_server):
     server = dedicated_asgi_server()
     request = (
