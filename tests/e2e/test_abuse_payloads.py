@@ -225,6 +225,7 @@ def own_redis(tmp_path):
     server.stop()
 
 
+@pytest.mark.serial  # Redis's slow log: another test's load would show in it
 async def test_on_redis_a_poll_page_never_blocks_redis(
     own_redis, dedicated_asgi_server, sockets
 ):
