@@ -9,6 +9,7 @@ import os
 import socket
 
 import pytest
+from _pytest.nodeid import NodeId
 from django.conf import settings
 from django.core.cache import cache, caches
 from rest_framework.authtoken.models import Token
@@ -32,6 +33,15 @@ def pytest_collection_modifyitems(config, items):
         return next((i for i, p in enumerate(FIRST) if path.startswith(p)), len(FIRST))
 
     items.sort(key=rank)  # stable: each file keeps its order
+    # schemathesis names an item per API operation but gives them one node
+    # id, and xdist's grouping schedules by node id: four would never run.
+    seen = set()
+    for item in items:
+        if item.nodeid in seen:
+            unique = f"{item.nodeid.rpartition('::')[0]}::{item.name}"
+            item._id = NodeId.parse(unique)  # pytest 9 keeps the id here
+        assert item.nodeid not in seen, item.nodeid
+        seen.add(item.nodeid)
     for item in items:
         if rank(item) == len(FIRST):
             continue
@@ -209,3 +219,11 @@ async def ws_connect():
     for communicator in opened:
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await communicator.disconnect()
+
+
+@pytest.fixture
+def session_client(user) -> APIClient:
+    """A browser-like client: logged in by session, CSRF enforced."""
+    client = APIClient(enforce_csrf_checks=True)
+    assert client.login(username=user.username, password=PASSWORD)
+    return client

@@ -2,7 +2,7 @@
 
 The schema at /api/schema/ must say exactly what the API does, statuses and
 limits included: clients are generated from it, and a schemathesis test
-(tests/sync/test_schema.py) holds the API to it.
+(tests/sync/http/test_schema.py) holds the API to it.
 """
 
 from __future__ import annotations

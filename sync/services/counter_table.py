@@ -14,7 +14,7 @@ newcomers that land on it until the window ends: they may be refused early
 (it fails closed, for about one newcomer in a thousand per filling caller),
 but no one already counted is reset. A counter costs about 100
 bytes (an identity of ~20 characters, its count, its slot in the dict), so
-100,000 of them hold about 10 MB at most (tests/sync/test_counter_table.py
+100,000 of them hold about 10 MB at most (tests/sync/services/test_counter_table.py
 measures it).
 """
 

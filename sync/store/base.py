@@ -30,7 +30,7 @@ from sync.store.presence import Presence
 
 # Bytes charged per stored message on top of its encoded text: the
 # StoredMessage, its two bytes objects, its topics and cursor, the deque and
-# ledger slots (about 450 bytes measured, see tests/sync/test_message_queue).
+# ledger slots (about 450 bytes measured, see tests/sync/store/test_memory.py).
 # The text is kept encoded, never as parsed objects, so the charge follows
 # the memory a message really holds whatever its payload's shape.
 ENTRY_OVERHEAD_BYTES = 512

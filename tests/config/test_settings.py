@@ -270,3 +270,34 @@ def test_sync_settings_follow_the_environment():
     }
     assert config["SYNC"] == expected
     assert config["sync_settings"] == expected
+
+
+# Database connections ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "max_age", "health_checks"),
+    [("sqlite:////tmp/x.sqlite3", 0, False), ("postgres://u:p@db.invalid/x", 60, True)],
+)
+def test_database_connections_are_kept_only_for_a_server_database(
+    url, max_age, health_checks
+):
+    code = (
+        "import django, os; django.setup(); from django.conf import settings; "
+        "db = settings.DATABASES['default']; "
+        "print(db['CONN_MAX_AGE'], db['CONN_HEALTH_CHECKS'])"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": url,
+    }
+    output = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert output == [str(max_age), str(health_checks)]

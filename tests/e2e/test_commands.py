@@ -4,7 +4,7 @@
 socket open on the server; ``sync_stats`` counts that socket (reported by the
 server through Redis) and ``sync_purge`` empties the user's queue. The admin
 monitor of the server lists it as a live instance. (That broadcasts are
-recorded with source command is checked in tests/sync/test_commands.py.)
+recorded with source command is checked in tests/sync/management/test_commands.py.)
 
 The commands talk to Redis, not to the ASGI server, and cross-process
 delivery runs on both servers in test_two_instances.py: this runs on the
