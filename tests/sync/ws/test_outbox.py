@@ -105,6 +105,31 @@ async def test_waiting_for_room_ends_once_the_client_has_read_enough():
     assert outbox.pending_bytes <= 100
 
 
+async def test_a_servers_own_backlog_is_asked_again_soon_then_less_often(
+    monkeypatch,
+):
+    # daphne reports what it still buffers, and nothing wakes us when that
+    # drains: asked every 0.25 s, a replay went at one page per 0.25 s.
+    backlog = [5000] * 8 + [0]
+    outbox = Outbox(StuckClient(reads=100), limit=10_000, backlog=backlog.pop)
+    waits = []
+    wait = asyncio.wait
+
+    async def recorded_wait(futures, timeout):
+        waits.append(timeout)
+        return await wait(futures, timeout=timeout)
+
+    monkeypatch.setattr(asyncio, "wait", recorded_wait)
+    backlog.reverse()  # pop() gives the 5000s first, then 0
+
+    assert await outbox.wait_for_room(100, timeout=5) is True
+    assert len(waits) == 8
+    assert waits[0] <= 0.01
+    assert waits == sorted(waits)
+    assert waits[-1] > waits[0]  # less often
+    assert max(waits) <= 0.25
+
+
 async def test_waiting_for_room_gives_up_on_a_client_that_reads_nothing():
     client = StuckClient(reads=1)
     outbox = Outbox(client, limit=1000)
