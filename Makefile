@@ -6,6 +6,9 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 SERVER ?= uvicorn
 export HOST PORT SERVER
+# Bytecode caches are written (Python's default): otherwise every test worker
+# and server process compiles, and pytest rewrites, every module again.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run test test-fast lint format bench soak migrate venv clean
 
@@ -32,7 +35,7 @@ TEST_WORKERS ?= 4
 PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
 test: venv
 	$(BIN)/python -m pytest $(PARALLEL) -m "not serial"
-	$(BIN)/python -m pytest -m serial
+	$(BIN)/python -m pytest -m serial tests/e2e
 
 # Everything but the end-to-end, browser and client tests: under a minute.
 test-fast: venv

@@ -14,6 +14,8 @@ management commands on its database from another process
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -60,9 +62,20 @@ def server_kind(request) -> str:
 
 
 @pytest.fixture(scope="session")
-def e2e_template_database(tmp_path_factory) -> TemplateDatabase:
-    """Migrate once per session (slow), with alice, bob and staff carol."""
-    return prepare_template_database(tmp_path_factory.mktemp("e2e-template"))
+def e2e_template_database(tmp_path_factory, worker_id) -> TemplateDatabase:
+    """Migrate once per run (slow), with alice, bob and staff carol: under
+    pytest-xdist the first worker makes it, the others wait and copy it."""
+    if worker_id == "master":
+        return prepare_template_database(tmp_path_factory.mktemp("e2e-template"))
+    shared = tmp_path_factory.getbasetemp().parent / "e2e-template"
+    tokens = shared / "tokens.json"
+    with shared.with_suffix(".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not tokens.exists():
+            shared.mkdir(exist_ok=True)
+            made = prepare_template_database(shared)
+            tokens.write_text(json.dumps(made.tokens))
+    return TemplateDatabase(shared / "db.sqlite3", json.loads(tokens.read_text()))
 
 
 @pytest.fixture(scope="session")
