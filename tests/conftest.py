@@ -146,7 +146,7 @@ def anon_client(transactional_db) -> APIClient:
     return APIClient()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def redis_url() -> str:
     """REDIS_URL for tests; skip without Redis unless SYNC_REQUIRE_REDIS=1."""
     import redis

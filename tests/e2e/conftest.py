@@ -140,16 +140,46 @@ def dedicated_asgi_server(
 TWO_INSTANCE_HEARTBEAT = 30
 
 
-@pytest.fixture
-def two_instances(redis_url, dedicated_asgi_server):
-    """Instances A and B on one Redis, under a key prefix of this test's own."""
-    prefix = f"sync-e2e-{uuid.uuid4().hex[:12]}"
-    env = {
+def two_instance_env(redis_url: str) -> dict[str, str]:
+    """Instances on one Redis, under a key prefix of their own."""
+    return {
         "REDIS_URL": redis_url,
-        "SYNC_KEY_PREFIX": prefix,
-        "SYNC_HEARTBEAT_INTERVAL": TWO_INSTANCE_HEARTBEAT,
+        "SYNC_KEY_PREFIX": f"sync-e2e-{uuid.uuid4().hex[:12]}",
+        "SYNC_HEARTBEAT_INTERVAL": str(TWO_INSTANCE_HEARTBEAT),
     }
-    yield dedicated_asgi_server(**env), dedicated_asgi_server(**env)
+
+
+def delete_prefix(redis_url: str, prefix: str) -> None:
     client = redis.Redis.from_url(redis_url)
     for key in client.scan_iter(f"{prefix}*"):
         client.delete(key)
+    client.close()
+
+
+@pytest.fixture
+def two_instances(redis_url, dedicated_asgi_server):
+    """Instances A and B on one Redis, for this test alone (it may stop one)."""
+    env = two_instance_env(redis_url)
+    yield dedicated_asgi_server(**env), dedicated_asgi_server(**env)
+    delete_prefix(redis_url, env["SYNC_KEY_PREFIX"])
+
+
+@pytest.fixture(scope="module")
+def shared_two_instances(
+    redis_url, e2e_template_database, tmp_path_factory, server_kind
+):
+    """Instances A and B on one Redis, shared by a module's tests that only
+    send, read and count their own sockets (each closes what it opens)."""
+    env = two_instance_env(redis_url)
+    started: list[LiveServer] = []
+    try:
+        for _ in "AB":
+            directory = tmp_path_factory.mktemp(f"e2e-shared-{server_kind}")
+            started.append(
+                start_or_fail(e2e_template_database, directory, env, server_kind)
+            )
+        yield tuple(started)
+    finally:
+        for server in started:
+            server.stop()
+        delete_prefix(redis_url, env["SYNC_KEY_PREFIX"])

@@ -7,6 +7,7 @@ to nginx only, which spreads them over both instances with no stickiness.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -41,11 +42,10 @@ def nginx_binary() -> str:
     return found
 
 
-@pytest.fixture
-def behind_nginx(two_instances, tmp_path):
-    """nginx on a free port in front of instances A and B; its base port."""
+@contextlib.contextmanager
+def nginx_in_front(a: LiveServer, b: LiveServer, directory: Path):
+    """nginx on a free port in front of instances A and B; its port."""
     binary = nginx_binary()
-    a, b = two_instances
     port = free_port()
     config = (
         NGINX_CONFIG.read_text()
@@ -53,15 +53,35 @@ def behind_nginx(two_instances, tmp_path):
         .replace("${INSTANCE_B_PORT}", str(b.port))
         .replace("${NGINX_PORT}", str(port))
     )
-    (tmp_path / "nginx.conf").write_text(config)
+    (directory / "nginx.conf").write_text(config)
     process = subprocess.Popen(
-        [binary, "-p", str(tmp_path), "-c", "nginx.conf", "-g", "daemon off;"],
-        stderr=(tmp_path / "nginx.log").open("wb"),
+        [binary, "-p", str(directory), "-c", "nginx.conf", "-g", "daemon off;"],
+        stderr=(directory / "nginx.log").open("wb"),
     )
-    wait_for_port(port, process)
-    yield a, b, port
-    process.terminate()
-    process.wait(5)
+    try:
+        wait_for_port(port, process)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(5)
+
+
+@pytest.fixture
+def behind_nginx(two_instances, tmp_path):
+    """nginx in front of instances A and B of this test's own (it may stop
+    one); A, B and nginx's port."""
+    a, b = two_instances
+    with nginx_in_front(a, b, tmp_path) as port:
+        yield a, b, port
+
+
+@pytest.fixture
+def behind_shared_nginx(shared_two_instances, tmp_path):
+    """nginx in front of the module's shared instances A and B (for tests
+    that only send and read); A, B and nginx's port."""
+    a, b = shared_two_instances
+    with nginx_in_front(a, b, tmp_path) as port:
+        yield a, b, port
 
 
 def wait_for_port(port: int, process: subprocess.Popen) -> None:
@@ -129,9 +149,9 @@ async def counted_through(front: LiveServer, sockets: int) -> list[int]:
 
 
 async def test_sockets_and_senders_spread_over_both_instances_see_everything(
-    behind_nginx,
+    behind_shared_nginx,
 ):
-    a, b, port = behind_nginx
+    a, b, port = behind_shared_nginx
     front = through(a, port)
     async with (
         connect(front.websocket_url("alice")) as first,
@@ -188,8 +208,10 @@ async def test_a_client_of_a_stopped_instance_resumes_on_the_other(behind_nginx)
 MAX_PAYLOAD_BYTES = 65536
 
 
-def test_nginx_refuses_what_the_instances_would_and_passes_the_rest(behind_nginx):
-    a, _, port = behind_nginx
+def test_nginx_refuses_what_the_instances_would_and_passes_the_rest(
+    behind_shared_nginx,
+):
+    a, _, port = behind_shared_nginx
     front = through(a, port)
     # The largest send the API accepts: a payload at the limit, with its envelope.
     filler = "x" * (MAX_PAYLOAD_BYTES - len('{"text": ""}'))

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 
 from harness.live_server import LiveServer
 from tests.e2e.conftest import E2E_SERVERS
-from tests.e2e.test_nginx import behind_nginx, through  # noqa: F401 (a fixture)
+from tests.e2e.test_nginx import behind_shared_nginx, through  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.redis
 
@@ -42,9 +42,9 @@ async def next_message(connection, timeout: float) -> dict:
 
 
 async def test_a_socket_on_one_instance_gets_what_is_sent_through_the_other(
-    two_instances,
+    shared_two_instances,
 ):
-    a, b = two_instances
+    a, b = shared_two_instances
     async with connect(a.websocket_url("alice")) as on_a:
         first = json.loads(await on_a.recv())
         assert first["type"] == "connection.established"
@@ -67,9 +67,9 @@ async def test_a_socket_on_one_instance_gets_what_is_sent_through_the_other(
 
 
 async def test_a_poller_on_one_instance_sees_what_is_sent_on_the_other(
-    two_instances,
+    shared_two_instances,
 ):
-    a, b = two_instances
+    a, b = shared_two_instances
     start = await asyncio.to_thread(b.head_cursor, "bob")
     waiting = asyncio.create_task(
         asyncio.to_thread(b.poll, "bob", cursor=start, wait=10)
@@ -88,8 +88,10 @@ async def test_a_poller_on_one_instance_sees_what_is_sent_on_the_other(
     assert [message["id"] for message in rest["messages"]] == [later["messageId"]]
 
 
-async def test_status_on_either_instance_counts_the_sockets_of_both(two_instances):
-    a, b = two_instances
+async def test_status_on_either_instance_counts_the_sockets_of_both(
+    shared_two_instances,
+):
+    a, b = shared_two_instances
     urls = [a.websocket_url("alice"), b.websocket_url("bob"), b.websocket_url("bob")]
     async with (
         connect(urls[0]) as on_a,
@@ -122,7 +124,7 @@ QUIET_SECONDS = 3
 
 
 async def test_an_idle_socket_outlives_the_subscriptions_quiet_reads(
-    two_instances, server_kind, redis_url
+    shared_two_instances, server_kind, redis_url
 ):
     # Sockets used to idle on channels-redis's 5 s blocking read, and a
     # shorter read timeout closed them with 1011. Now an idle socket waits on
@@ -131,7 +133,7 @@ async def test_an_idle_socket_outlives_the_subscriptions_quiet_reads(
     # connection (no reconnect), then gets a message live.
     if server_kind != E2E_SERVERS[0]:
         pytest.skip(f"the idle socket is tested on {E2E_SERVERS[0]} only")
-    a, _ = two_instances
+    a, _ = shared_two_instances
     async with connect(a.websocket_url("alice")) as idle:
         assert json.loads(await idle.recv())["type"] == "connection.established"
         subscription = await asyncio.to_thread(
@@ -143,23 +145,25 @@ async def test_an_idle_socket_outlives_the_subscriptions_quiet_reads(
 
 
 def wait_for_quiet_subscription(redis_url: str, prefix: str) -> dict:
-    """Instance A's subscription, once Redis saw it quiet for QUIET_SECONDS."""
+    """The instances' subscriptions, once Redis saw each quiet for
+    QUIET_SECONDS, each on the connection it had when first seen."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        first_id = None
+        first_ids: dict[str, str] = {}
         deadline = time.monotonic() + QUIET_SECONDS + LIVE_BOUND_SECONDS
         while time.monotonic() < deadline:
-            named = [
-                entry
+            named = {
+                entry["name"]: entry
                 for entry in client.client_list()
                 if entry["name"].startswith(prefix) and ":wake:" in entry["name"]
-            ]
-            if named:
-                (subscription,) = named  # only A has a socket
-                first_id = first_id or subscription["id"]
-                assert subscription["id"] == first_id, "the subscription reconnected"
-                if int(subscription["idle"]) >= QUIET_SECONDS:
-                    return subscription
+            }
+            for name, entry in named.items():
+                first_id = first_ids.setdefault(name, entry["id"])
+                assert entry["id"] == first_id, f"{name} reconnected"
+            if named and all(
+                int(entry["idle"]) >= QUIET_SECONDS for entry in named.values()
+            ):
+                return min(named.values(), key=lambda entry: int(entry["idle"]))
             time.sleep(0.25)
         raise AssertionError(f"no quiet subscription of {prefix} in Redis")
     finally:
@@ -182,8 +186,8 @@ def entry_points(request, server_kind) -> tuple[LiveServer, LiveServer]:
     if server_kind != E2E_SERVERS[0]:
         pytest.skip(f"concurrent senders are tested on {E2E_SERVERS[0]} only")
     if request.param == "direct":
-        return request.getfixturevalue("two_instances")
-    a, _, port = request.getfixturevalue("behind_nginx")
+        return request.getfixturevalue("shared_two_instances")
+    a, _, port = request.getfixturevalue("behind_shared_nginx")
     front = through(a, port)
     return front, front
 
