@@ -69,6 +69,15 @@ def redact_tokens(text: str) -> str:
     return TOKEN_IN_HEADER.sub(REDACTED, QUERY_PARAMETER.sub(_redacted_token, text))
 
 
+def redact_traceback(text: str) -> str:
+    """A traceback cut to its last ``MAX_LOGGED_CHARS`` (where the error is
+    named), tokens hidden."""
+    if len(text) > MAX_LOGGED_CHARS:
+        cut = len(text) - MAX_LOGGED_CHARS
+        text = f"[{cut} characters cut]…{text[-MAX_LOGGED_CHARS:]}"
+    return redact_tokens(text)
+
+
 def _redacted_token(parameter: re.Match) -> str:
     separator, name, value = parameter[1], parameter[2], parameter[3]
     if "token" in decoded_name(name).lower():
@@ -162,9 +171,10 @@ class StructuredFormatter(logging.Formatter):
         )
         if fields:
             line += " " + " ".join(f"{key}={value!r}" for key, value in fields.items())
+        line = redact_tokens(line)
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return redact_tokens(line)
+            line += "\n" + redact_traceback(self.formatException(record.exc_info))
+        return line
 
 
 class JsonFormatter(logging.Formatter):
@@ -183,11 +193,12 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in extra_fields(record).items():
             entry.setdefault(key, value)
-        if record.exc_info:
-            entry["exc_info"] = self.formatException(record.exc_info)
         # Redacted before encoding, so the line stays valid JSON.
+        entry = {key: _redacted(value) for key, value in entry.items()}
+        if record.exc_info:
+            entry["exc_info"] = redact_traceback(self.formatException(record.exc_info))
         return json.dumps(
-            {key: _redacted(value) for key, value in entry.items()},
+            entry,
             default=str,
             ensure_ascii=False,
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 
 import pytest
@@ -341,6 +342,27 @@ def test_redacting_a_hostile_64_kb_line_takes_no_time_and_keeps_4_kb(line):
     assert time.process_time() - started < 0.05
     assert len(redacted) < 4200
     assert redacted.endswith("more characters]")
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), StructuredFormatter()])
+def test_a_long_traceback_keeps_its_last_line_the_error(formatter):
+    def failing() -> None:
+        try:
+            raise ValueError("an earlier error, " + "x" * 8000)
+        except ValueError as error:
+            message = "the error that matters, /ws?token=" + TOKEN
+            raise ConnectionResetError(message) from error
+
+    try:
+        failing()
+    except ConnectionResetError:
+        entry = record("delivery failed", exc_info=sys.exc_info())
+    line = formatter.format(entry)
+
+    assert len(line) < 4700
+    assert "ConnectionResetError: the error that matters" in line
+    assert "characters cut]" in line
+    assert TOKEN not in line
 
 
 def test_a_token_inside_a_redirect_target_is_hidden():
