@@ -12,7 +12,6 @@ from sync.services.streams import ReaderStream, Verdict
 from sync.store.cursors import Position, decode_cursor
 from sync.store.paging import BROADCAST, USER
 from tests.sync.http.api_calls import payloads
-from tests.sync.ws.sockets import fresh_channel_layer  # noqa: F401
 
 
 async def read_all(stream: ReaderStream, max_bytes: int = 1_000_000):

@@ -15,7 +15,6 @@ from sync.services.realtime import build_message
 from sync.store.base import message_size
 from sync.store.memory import STALE_ENTRY_BYTES, MemoryMessageStore
 from tests.sync.http.api_calls import POLL, now_ms, payloads, poll
-from tests.sync.ws.sockets import fresh_channel_layer  # noqa: F401
 
 
 def user_message(user_id: str, number: int) -> dict:

@@ -8,8 +8,6 @@ import json
 import logging
 from typing import Any
 
-import pytest
-from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from rest_framework.authtoken.models import Token
 
@@ -28,15 +26,6 @@ ESTABLISHED_KEYS = {
 # Small limits keep size tests fast: frames over 1024 + 4096 bytes close 1009.
 SMALL_PAYLOAD_LIMIT = 1024
 SMALL_FRAME_LIMIT = SMALL_PAYLOAD_LIMIT + 4096
-
-
-@pytest.fixture(autouse=True)
-async def fresh_channel_layer():
-    """Start every test with an empty in-memory channel layer.
-
-    Queues left by an earlier test belong to that test's (closed) event loop.
-    """
-    await get_channel_layer().flush()
 
 
 async def receive_frame(ws, timeout: float = 1) -> dict[str, Any]:

@@ -27,7 +27,6 @@ from tests.sync.ws.sockets import (
     assert_open,
     assert_silent,
     frame_of_size,
-    fresh_channel_layer,  # noqa: F401
     receive_frame,
     receive_frames,
 )

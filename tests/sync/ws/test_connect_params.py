@@ -9,7 +9,6 @@ import pytest
 from tests.sync.ws.sockets import (
     SIXTY_FIVE_TOPICS,
     assert_error,
-    fresh_channel_layer,  # noqa: F401
     receive_close_code,
     websocket_stats,
 )

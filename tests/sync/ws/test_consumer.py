@@ -26,7 +26,6 @@ from tests.sync.ws.sockets import (
     assert_open,
     assert_silent,
     broadcast,
-    fresh_channel_layer,  # noqa: F401
     handshake,
     ids,
     receive_close_code,

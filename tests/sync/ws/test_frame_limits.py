@@ -18,7 +18,6 @@ from tests.sync.ws.sockets import (
     assert_error,
     assert_silent,
     frame_of_size,
-    fresh_channel_layer,  # noqa: F401
     receive_close_code,
     receive_frame,
 )

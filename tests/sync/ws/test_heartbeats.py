@@ -10,7 +10,6 @@ from django.contrib.auth import get_user_model
 
 from tests.sync.ws.sockets import (
     assert_open,
-    fresh_channel_layer,  # noqa: F401
     receive_close_code,
     receive_frame,
 )

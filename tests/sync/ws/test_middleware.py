@@ -12,7 +12,6 @@ import logging
 
 import pytest
 from channels.auth import AuthMiddlewareStack
-from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
@@ -31,12 +30,6 @@ from tests.sync.ws.sockets import (
 PROXY_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Channels' WebsocketDenier closes stale database connections on every event.
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def fresh_channel_layer():
-    """Queues left by an earlier test belong to that test's (closed) event loop."""
-    await get_channel_layer().flush()
 
 
 async def accept_every_socket(scope, receive, send):

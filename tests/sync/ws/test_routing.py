@@ -6,7 +6,6 @@ import pytest
 
 from tests.sync.ws.sockets import (
     assert_established,
-    fresh_channel_layer,  # noqa: F401
 )
 
 

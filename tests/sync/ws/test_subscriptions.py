@@ -15,7 +15,6 @@ from tests.sync.ws.sockets import (
     assert_error,
     assert_silent,
     broadcast,
-    fresh_channel_layer,  # noqa: F401
     handshake,
     ids,
     receive_close_code,
